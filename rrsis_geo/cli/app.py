@@ -1,0 +1,389 @@
+"""The ``rrsis`` command line: thin, it parses, calls the library and reports.
+
+Exit codes: 0 success; 1 a problem with the input or outputs (one-line message on stderr);
+2 a command-line usage error; 3 an internal error (a bug: set ``RRSIS_DEBUG=1`` for the
+traceback); 130 interrupted (Ctrl-C or SIGTERM), with no partial output left behind.
+
+Heavy libraries (torch, rasterio, geopandas) are imported inside commands so that
+``rrsis --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import warnings
+from enum import Enum
+from pathlib import Path
+from types import FrameType
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+from rrsis_geo import __version__
+
+app = typer.Typer(
+    name="rrsis",
+    help="Referring remote sensing image segmentation on georeferenced scenes.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+EXIT_USER_ERROR = 1
+EXIT_INTERNAL_ERROR = 3
+EXIT_INTERRUPTED = 130
+
+
+class ProgressFormat(str, Enum):
+    """How progress is reported on stderr."""
+
+    bar = "bar"
+    json = "json"
+    none = "none"
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"rrsis {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_callback(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_version_callback,
+            is_eager=True,
+            help="Show the version and exit.",
+        ),
+    ] = False,
+) -> None:
+    """Referring remote sensing image segmentation on georeferenced scenes."""
+
+
+def _fail(message: str, code: int = EXIT_USER_ERROR) -> NoReturn:
+    typer.echo(f"rrsis: error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    # SIGTERM (QGIS's Cancel, a job scheduler) unwinds like Ctrl-C, so every temporary output
+    # is removed by the code that created it.
+    raise KeyboardInterrupt
+
+
+def _parse_pair(text: str | None, option: str) -> tuple[float, float] | None:
+    if text is None:
+        return None
+    try:
+        low, high = (float(part) for part in text.split(","))
+    except ValueError:
+        _fail(f"{option} takes two comma-separated numbers such as 2,98, got {text!r}")
+    return low, high
+
+
+@app.command()
+def segment(
+    input: Annotated[
+        Path, typer.Argument(help="Raster to segment (any format GDAL reads).", show_default=False)
+    ],
+    expression: Annotated[
+        str,
+        typer.Argument(
+            help='Referring expression, e.g. "the largest storage tank".', show_default=False
+        ),
+    ],
+    output: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Output file; repeat for several. .tif writes a "
+            "probability COG; .gpkg .geojson .fgb .parquet .shp write polygons. "
+            "Default: INPUT.<expression>.tif and .gpkg next to the input.",
+            show_default=False,
+        ),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            envvar="RRSIS_MODEL",
+            help="Model: python:PACKAGE.MODULE:FACTORY or python:FILE.py:FACTORY.",
+            show_default=False,
+        ),
+    ] = None,
+    bands: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated 1-based bands in model order, e.g. 3,2,1. "
+            "Default: the first three, or the only band repeated.",
+            show_default=False,
+        ),
+    ] = None,
+    tile_size: Annotated[
+        int | None,
+        typer.Option(help="Tile side in pixels (default: the model's).", show_default=False, min=2),
+    ] = None,
+    overlap: Annotated[
+        int | None,
+        typer.Option(
+            help="Pixels shared by neighbouring tiles (default: the model's).",
+            show_default=False,
+            min=0,
+        ),
+    ] = None,
+    margin: Annotated[
+        int | None,
+        typer.Option(
+            help="Pixels discarded on interior tile sides, "
+            "at most overlap/2 (default: the model's).",
+            show_default=False,
+            min=0,
+        ),
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Tiles per model call.", min=1)] = 8,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    threshold: Annotated[
+        float | None,
+        typer.Option(
+            help="Foreground probability threshold (default: the model's).", show_default=False
+        ),
+    ] = None,
+    binary: Annotated[
+        bool,
+        typer.Option("--binary", help="Raster output as a 0/1 mask instead of probability 0-254."),
+    ] = False,
+    float32: Annotated[
+        bool, typer.Option("--float32", help="Raster output as float32 probabilities.")
+    ] = False,
+    gsd: Annotated[
+        float | None,
+        typer.Option(
+            help="Resample to this ground resolution in "
+            "metres per pixel; 0 keeps the native one "
+            "(default: the model's).",
+            show_default=False,
+            min=0,
+        ),
+    ] = None,
+    percentiles: Annotated[
+        str | None,
+        typer.Option(
+            help="Percentile stretch, e.g. 2,98 (default: the model's normalization, else 2,98).",
+            show_default=False,
+        ),
+    ] = None,
+    sieve: Annotated[
+        int, typer.Option(help="Drop polygons and holes under this many pixels.", min=0)
+    ] = 16,
+    simplify: Annotated[
+        float, typer.Option(help="Polygon simplification tolerance in pixels.", min=0)
+    ] = 1.0,
+    min_area: Annotated[
+        float, typer.Option(help="Drop polygons under this area in m².", min=0)
+    ] = 0.0,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace existing outputs.")
+    ] = False,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print a JSON summary on stdout.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or warnings.")] = False,
+    progress: Annotated[
+        ProgressFormat, typer.Option(help="Progress on stderr: a bar, JSON lines, or none.")
+    ] = ProgressFormat.bar,
+) -> None:
+    """Segment the object an expression refers to, as a georeferenced raster and polygons."""
+    signal.signal(signal.SIGTERM, _terminate)
+    if binary and float32:
+        _fail("--binary and --float32 exclude each other")
+    if model is None:
+        _fail(
+            "no model given and no default model ships yet: pass --model "
+            "(e.g. python:PACKAGE.MODULE:FACTORY)"
+        )
+    from rrsis_geo.errors import RrsisError, RrsisWarning
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if not quiet:
+                warnings.simplefilter("default", RrsisWarning)
+            warnings.showwarning = _show_warning
+            summary = _run_segment(
+                input,
+                expression,
+                output or [],
+                model,
+                bands,
+                tile_size,
+                overlap,
+                margin,
+                batch_size,
+                device,
+                threshold,
+                "binary" if binary else "float32" if float32 else "probability",
+                gsd,
+                _parse_pair(percentiles, "--percentiles"),
+                sieve,
+                simplify,
+                min_area,
+                overwrite,
+                ProgressFormat.none if quiet else progress,
+            )
+    except RrsisError as error:
+        _fail(str(error))
+    except KeyboardInterrupt:
+        typer.echo("rrsis: interrupted; no output written", err=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    except typer.Exit:
+        raise
+    except Exception as error:
+        _internal_error(error)
+    if json_output:
+        typer.echo(json.dumps(summary))
+    elif not quiet:
+        outputs = ", ".join(summary["outputs"])
+        typer.echo(f"rrsis: wrote {outputs}", err=True)
+
+
+def _run_segment(
+    input: Path,
+    expression: str,
+    outputs: list[Path],
+    model_spec: str,
+    bands: str | None,
+    tile_size: int | None,
+    overlap: int | None,
+    margin: int | None,
+    batch_size: int,
+    device: str,
+    threshold: float | None,
+    raster_kind: str,
+    gsd: float | None,
+    percentiles: tuple[float, float] | None,
+    sieve: int,
+    simplify: float,
+    min_area: float,
+    overwrite: bool,
+    progress: ProgressFormat,
+) -> dict[str, Any]:
+    from rrsis_geo.errors import InputError
+    from rrsis_geo.geo.reading import parse_bands
+    from rrsis_geo.geo.vectorize import VectorOptions
+    from rrsis_geo.inference.model import load_model
+    from rrsis_geo.inference.pipeline import SegmentOptions, segment
+
+    if not expression.strip():
+        raise InputError("the expression is empty")
+    if not input.exists():
+        raise InputError(f"input not found: {input}")
+    options = SegmentOptions(
+        bands=parse_bands(bands),
+        tile_size=tile_size,
+        overlap=overlap,
+        margin=margin,
+        batch_size=batch_size,
+        threshold=threshold,
+        gsd=gsd,
+        percentiles=percentiles,
+        raster_kind=raster_kind,
+        vector=VectorOptions(sieve, simplify, min_area),
+        overwrite=overwrite,
+    )
+    loaded = load_model(model_spec, device)
+    with _progress_reporter(progress) as report:
+        result = segment(input, expression, loaded, outputs, options, report, sys.argv)
+    return result.to_dict()
+
+
+class _progress_reporter:
+    """A progress callback writing a rich bar or JSON lines to stderr."""
+
+    def __init__(self, fmt: ProgressFormat) -> None:
+        self.fmt = fmt
+        self._bar: Any = None
+        self._task: Any = None
+
+    def __enter__(self) -> Any:
+        if self.fmt is ProgressFormat.none:
+            return None
+        if self.fmt is ProgressFormat.json:
+            return self._json
+        # A bar is for people at a terminal; logs and pipes get nothing rather than noise.
+        return self._rich if sys.stderr.isatty() else None
+
+    def _json(self, done: int, total: int) -> None:
+        sys.stderr.write(json.dumps({"event": "progress", "done": done, "total": total}) + "\n")
+        sys.stderr.flush()
+
+    def _rich(self, done: int, total: int) -> None:
+        if self._bar is None:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self._bar = Progress(
+                TextColumn("tiles"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+                transient=True,
+            )
+            self._bar.start()
+            self._task = self._bar.add_task("tiles", total=total)
+        self._bar.update(self._task, completed=done)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+def _show_warning(
+    message: Any,
+    category: Any,
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
+    typer.echo(f"rrsis: warning: {message}", err=True)
+
+
+def _internal_error(error: Exception) -> NoReturn:
+    if os.environ.get("RRSIS_DEBUG"):
+        raise error
+    import rasterio.errors
+
+    if isinstance(error, rasterio.errors.RasterioError):
+        _fail(f"GDAL could not complete: {error}")
+    first_line = str(error).splitlines()[0] if str(error) else ""
+    _fail(
+        f"internal error: {type(error).__name__}: {first_line} "
+        "(set RRSIS_DEBUG=1 for the traceback)",
+        EXIT_INTERNAL_ERROR,
+    )
+
+
+def main() -> None:
+    """Entry point of the ``rrsis`` console script."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

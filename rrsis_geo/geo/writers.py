@@ -1,0 +1,223 @@
+"""Writing outputs safely: temporary names beside the target, renamed only when complete.
+
+Rasters are written window by window into a tiled GeoTIFF work file (the COG driver cannot be
+written window by window) and then copied to a Cloud Optimized GeoTIFF with overviews.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+from rasterio.crs import CRS
+from rasterio.windows import Window
+
+from rrsis_geo.errors import OutputError
+
+__all__ = [
+    "PROBABILITY_NODATA",
+    "PROBABILITY_SCALE",
+    "RasterEncoding",
+    "TiledRasterWriter",
+    "atomic_output",
+    "check_output_path",
+    "temporary_sibling",
+    "write_cog",
+]
+
+PROBABILITY_SCALE = 254
+"""uint8 probability rasters store ``round(p * 254)``; 255 is reserved for nodata."""
+PROBABILITY_NODATA = 255
+BINARY_NODATA = 255
+
+
+@dataclass(frozen=True)
+class RasterEncoding:
+    """How stitched probabilities are stored in a raster.
+
+    Attributes:
+        kind: ``"probability"`` (uint8 0-254, scale 1/254), ``"binary"`` (uint8 0/1) or
+            ``"float32"`` (probabilities as they are).
+        threshold: Probability at or above which a pixel is 1 in ``"binary"``.
+    """
+
+    kind: str = "probability"
+    threshold: float = 0.5
+
+    @property
+    def dtype(self) -> str:
+        """Pixel type on disk."""
+        return "float32" if self.kind == "float32" else "uint8"
+
+    @property
+    def nodata(self) -> float:
+        """Nodata value on disk."""
+        return float("nan") if self.kind == "float32" else PROBABILITY_NODATA
+
+    @property
+    def overview_resampling(self) -> str:
+        """Overviews average probabilities but keep classes crisp."""
+        return "NEAREST" if self.kind == "binary" else "AVERAGE"
+
+    def encode(self, probabilities: np.ndarray) -> np.ndarray:
+        """Encode float probabilities (NaN = nodata) for writing."""
+        invalid = np.isnan(probabilities)
+        if self.kind == "float32":
+            return probabilities.astype(np.float32, copy=False)
+        if self.kind == "binary":
+            encoded = (probabilities >= self.threshold).astype(np.uint8)
+            encoded[invalid] = BINARY_NODATA
+            return encoded
+        scaled = np.where(invalid, 0.0, probabilities) * np.float32(PROBABILITY_SCALE)
+        encoded = np.rint(scaled).astype(np.uint8)
+        encoded[invalid] = PROBABILITY_NODATA
+        return encoded
+
+
+def check_output_path(path: Path, overwrite: bool) -> None:
+    """Fail early, before any model runs, when ``path`` cannot be written.
+
+    Raises:
+        OutputError: Existing file without ``overwrite``, missing or unwritable folder.
+    """
+    if path.exists() and not overwrite:
+        raise OutputError(f"output exists: {path} (use --overwrite to replace it)")
+    if path.is_dir():
+        raise OutputError(f"output is a folder: {path}")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.exists():
+        raise OutputError(f"output folder does not exist: {folder}")
+    if not folder.is_dir():
+        raise OutputError(f"output folder is not a folder: {folder}")
+    probe = temporary_sibling(path, ".probe")
+    try:
+        probe.touch()
+    except OSError as error:
+        raise OutputError(f"output folder is not writable: {folder} ({error.strerror})") from None
+    probe.unlink()
+
+
+def temporary_sibling(path: Path, suffix: str | None = None) -> Path:
+    """A hidden, unique name in ``path``'s folder, keeping its extension (drivers read it)."""
+    suffix = path.suffix if suffix is None else suffix
+    return path.with_name(f".{path.stem}.{uuid.uuid4().hex[:12]}.tmp{suffix}")
+
+
+@contextlib.contextmanager
+def atomic_output(path: Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it to ``path`` only if the block succeeds.
+
+    Whatever is written to the temporary path is removed on any error or interruption, so a
+    target is either complete or absent. Shapefiles, being several files, are written into a
+    temporary folder whose members are renamed one by one.
+    """
+    if path.exists() and not overwrite:
+        raise OutputError(f"output exists: {path} (use --overwrite to replace it)")
+    if path.suffix.lower() == ".shp":
+        folder = temporary_sibling(path, "")
+        folder.mkdir()
+        try:
+            yield folder / path.name
+            for member in sorted(folder.iterdir()):
+                os.replace(member, path.with_suffix(member.suffix))
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        return
+    temporary = temporary_sibling(path)
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            temporary.unlink()
+
+
+class TiledRasterWriter:
+    """A single-band tiled GeoTIFF written block row by block row.
+
+    Args:
+        path: File to create.
+        width: Columns.
+        height: Rows.
+        crs: Coordinate reference system (may be None).
+        transform: Affine geotransform.
+        encoding: How probabilities are stored.
+        tags: Metadata tags for the dataset.
+        block_size: Tile side of the file.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        width: int,
+        height: int,
+        crs: CRS | None,
+        transform: Any,
+        encoding: RasterEncoding,
+        tags: dict[str, str] | None = None,
+        block_size: int = 512,
+    ) -> None:
+        self.path = path
+        self.encoding = encoding
+        profile: dict[str, Any] = {
+            "driver": "GTiff",
+            "width": width,
+            "height": height,
+            "count": 1,
+            "dtype": encoding.dtype,
+            "nodata": encoding.nodata,
+            "crs": crs,
+            "transform": transform,
+            "tiled": True,
+            "blockxsize": block_size,
+            "blockysize": block_size,
+            "compress": "ZSTD",
+            "zstd_level": 1,
+            "bigtiff": "IF_SAFER",
+        }
+        self.dataset = rasterio.open(path, "w", **profile)
+        if encoding.kind == "probability":
+            self.dataset.scales = (1.0 / PROBABILITY_SCALE,)
+            self.dataset.offsets = (0.0,)
+        if tags:
+            self.dataset.update_tags(**tags)
+
+    def write_rows(self, first_row: int, probabilities: np.ndarray) -> None:
+        """Encode and write full-width rows starting at ``first_row``."""
+        rows, width = probabilities.shape
+        window = Window(0, first_row, width, rows)
+        self.dataset.write(self.encoding.encode(probabilities), 1, window=window)
+
+    def close(self) -> None:
+        """Flush and close the file."""
+        self.dataset.close()
+
+
+def write_cog(source: Path, target: Path, encoding: RasterEncoding) -> None:
+    """Copy a tiled GeoTIFF to a Cloud Optimized GeoTIFF with overviews.
+
+    ``target`` is written as is; wrap the call in :func:`atomic_output`.
+    """
+    with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS"):
+        rasterio.shutil.copy(
+            source,
+            target,
+            driver="COG",
+            COMPRESS="DEFLATE",
+            LEVEL=6,
+            PREDICTOR="YES" if encoding.kind != "binary" else "NO",
+            BLOCKSIZE=512,
+            OVERVIEWS="AUTO",
+            OVERVIEW_RESAMPLING=encoding.overview_resampling,
+            NUM_THREADS="ALL_CPUS",
+            BIGTIFF="IF_SAFER",
+        )

@@ -1,0 +1,161 @@
+"""The model protocol the scene pipeline runs, and loading a model from a ``--model`` spec.
+
+A model takes a batch of normalized tiles plus one encoded expression and returns per-pixel
+probabilities (and optionally a presence score per tile). The expression is encoded once per
+run, not once per tile. Any object with these two methods and a ``metadata`` attribute works:
+``--model python:PACKAGE.MODULE:FACTORY`` (or ``python:path/to/file.py:FACTORY``) loads one.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from rrsis_geo.errors import InputError
+from rrsis_geo.geo.normalization import NormalizationSpec
+
+__all__ = ["ModelMetadata", "SegmentationModel", "TilePrediction", "load_model"]
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    """What a model declares about the input it wants; the pipeline's defaults come from here.
+
+    Attributes:
+        name: Identifier written into outputs.
+        in_channels: Number of bands the model takes.
+        normalization: How to scale inputs; None means a 2-98 percentile stretch per scene.
+        tile_size: Preferred tile side in pixels.
+        overlap: Preferred overlap between tiles in pixels.
+        margin: Border pixels to discard on interior tile sides (the model's context radius).
+        gsd: Ground resolution in metres per pixel the model was trained at, or None.
+        threshold: Probability at or above which a pixel belongs to the referent.
+        sha256: Hash of the weights, when the model has a checkpoint.
+    """
+
+    name: str = "unnamed"
+    in_channels: int = 3
+    normalization: NormalizationSpec | None = None
+    tile_size: int = 512
+    overlap: int = 64
+    margin: int = 16
+    gsd: float | None = None
+    threshold: float = 0.5
+    sha256: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TilePrediction:
+    """A model's output for a batch of ``B`` tiles of ``H x W`` pixels.
+
+    Attributes:
+        probabilities: float32 ``(B, H, W)`` in [0, 1].
+        presence: Optional float32 ``(B,)``: probability that the referent is in each tile.
+    """
+
+    probabilities: np.ndarray
+    presence: np.ndarray | None = None
+
+
+@runtime_checkable
+class SegmentationModel(Protocol):
+    """What the scene pipeline needs from a model."""
+
+    metadata: ModelMetadata
+
+    def encode_expression(self, expression: str) -> Any:
+        """Encode the referring expression once; the result is passed to every :meth:`predict`."""
+        ...
+
+    def predict(self, tiles: np.ndarray, encoded: Any) -> TilePrediction | np.ndarray:
+        """Predict a batch.
+
+        Args:
+            tiles: float32 ``(B, C, H, W)``, normalized as the metadata asks.
+            encoded: What :meth:`encode_expression` returned.
+
+        Returns:
+            A :class:`TilePrediction`, or just the ``(B, H, W)`` probabilities.
+        """
+        ...
+
+
+def as_prediction(output: TilePrediction | np.ndarray) -> TilePrediction:
+    """Accept either return form of :meth:`SegmentationModel.predict`."""
+    if isinstance(output, TilePrediction):
+        return output
+    return TilePrediction(np.asarray(output, dtype=np.float32))
+
+
+PYTHON_PREFIX = "python:"
+
+
+def load_model(spec: str, device: str = "auto") -> SegmentationModel:
+    """Load a model from a ``--model`` value.
+
+    Args:
+        spec: ``python:PACKAGE.MODULE:FACTORY`` or ``python:path/to/file.py:FACTORY``. FACTORY is
+            called (with ``device=`` when it takes that argument) and must return an object that
+            follows :class:`SegmentationModel`.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``...
+
+    Raises:
+        InputError: When the spec cannot be resolved or the result is not a model.
+    """
+    if spec.startswith(PYTHON_PREFIX):
+        return _load_python_model(spec[len(PYTHON_PREFIX) :], device)
+    raise InputError(
+        f"unknown model {spec!r}: pass --model python:PACKAGE.MODULE:FACTORY "
+        "(checkpoint folders and hub ids are not supported yet)"
+    )
+
+
+def _load_python_model(target: str, device: str) -> SegmentationModel:
+    module_name, _, attribute = target.rpartition(":")
+    if not module_name or not attribute:
+        raise InputError(
+            f"--model python:{target} is not of the form python:PACKAGE.MODULE:FACTORY"
+        )
+    module = _import_module(module_name)
+    factory = getattr(module, attribute, None)
+    if factory is None:
+        raise InputError(f"{module_name} has no attribute {attribute!r}")
+    model = factory
+    if callable(factory) and not isinstance(factory, SegmentationModel):
+        parameters = inspect.signature(factory).parameters
+        model = factory(device=device) if "device" in parameters else factory()
+    if not isinstance(model, SegmentationModel):
+        raise InputError(
+            f"python:{target} did not give a model (needs metadata, encode_expression, predict)"
+        )
+    return model
+
+
+def _import_module(name: str) -> Any:
+    if name.endswith(".py"):
+        path = Path(name)
+        if not path.is_file():
+            raise InputError(f"model file not found: {path}")
+        module_spec = importlib.util.spec_from_file_location(path.stem, path)
+        if module_spec is None or module_spec.loader is None:
+            raise InputError(f"cannot import {path}")
+        module = importlib.util.module_from_spec(module_spec)
+        module_spec.loader.exec_module(module)
+        return module
+    # A console script does not put the working directory on sys.path; `python -m` does.
+    # Researchers expect their local package to import either way.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        return importlib.import_module(name)
+    except ImportError as error:
+        raise InputError(f"cannot import {name}: {error}") from None
