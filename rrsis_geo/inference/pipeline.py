@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import platform
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import rasterio
 
 import rrsis_geo
 from rrsis_geo.errors import InputError, OutputError
@@ -52,6 +55,7 @@ __all__ = [
 ]
 
 RASTER_SUFFIXES = (".tif", ".tiff")
+GDAL_CACHE_BYTES = 256 * 1024 * 1024
 ProgressCallback = Callable[[int, int], None]
 """Called with ``(tiles done, tiles in the grid)`` as tiles complete."""
 
@@ -109,7 +113,6 @@ def predict_scene(
     channels = len(scene.bands)
     reader = StripReader(dataset, scene.bands, read_masks=has_nodata(dataset, scene.bands))
     floating = np.issubdtype(np.dtype(dataset.dtypes[0]), np.floating)
-    stitcher = StreamingStitcher(grid, sink, block_rows=block_rows)
     batch = np.zeros((max(1, batch_size), channels, size, size), dtype=np.float32)
     pending: list[tuple[Tile, np.ndarray | None]] = []  # valid mask None: all valid
     counts = TileCounts(total=len(grid))
@@ -138,33 +141,69 @@ def predict_scene(
         if progress is not None:
             progress(counts.predicted + counts.skipped_nodata, counts.total)
 
-    for tile in grid:
-        if tile.col == 0:
-            strip, strip_valid = reader.read(tile.y, tile.y + size)
-        columns = slice(tile.x, tile.x + tile.width)
-        valid = None if strip_valid is None else strip_valid[:, columns]
-        pixels = strip[:, :, columns]
-        if floating:
-            finite = np.isfinite(pixels).all(axis=0)
-            valid = finite if valid is None else valid & finite
-        if valid is not None and valid.all():
-            valid = None
-        if valid is not None and not valid.any():
-            counts.skipped_nodata += 1
-            continue
-        slot = batch[len(pending)]
-        if tile.height < size or tile.width < size:
-            slot.fill(0.0)
-        statistics.apply(pixels, out=slot[:, : tile.height, : tile.width])
-        if valid is not None:
-            slot[:, : tile.height, : tile.width][:, ~valid] = 0.0
-            valid = valid.copy()
-        pending.append((tile, valid))
-        if len(pending) == batch.shape[0]:
-            flush()
-    flush()
-    stitcher.close()
+    # GDAL decodes the next strip and encodes finished rows in two threads while numpy and the
+    # model work on the current tiles: all three release the GIL.
+    row_starts = grid.row_starts
+    with ThreadPoolExecutor(1, "rrsis-read") as reader_thread, _BackgroundSink(sink) as writer:
+        stitcher = StreamingStitcher(grid, writer, block_rows=block_rows)
+        next_strip = reader_thread.submit(reader.read, row_starts[0], row_starts[0] + size)
+        for tile in grid:
+            if tile.col == 0:
+                strip, strip_valid = next_strip.result()
+                if tile.row + 1 < len(row_starts):
+                    following = row_starts[tile.row + 1]
+                    next_strip = reader_thread.submit(reader.read, following, following + size)
+            columns = slice(tile.x, tile.x + tile.width)
+            valid = None if strip_valid is None else strip_valid[:, columns]
+            pixels = strip[:, :, columns]
+            if floating:
+                finite = np.isfinite(pixels).all(axis=0)
+                valid = finite if valid is None else valid & finite
+            if valid is not None and valid.all():
+                valid = None
+            if valid is not None and not valid.any():
+                counts.skipped_nodata += 1
+                continue
+            slot = batch[len(pending)]
+            if tile.height < size or tile.width < size:
+                slot.fill(0.0)
+            statistics.apply(pixels, out=slot[:, : tile.height, : tile.width])
+            if valid is not None:
+                slot[:, : tile.height, : tile.width][:, ~valid] = 0.0
+                valid = valid.copy()
+            pending.append((tile, valid))
+            if len(pending) == batch.shape[0]:
+                flush()
+        flush()
+        stitcher.close()
     return counts
+
+
+class _BackgroundSink:
+    """Hands finished rows to ``sink`` in one background thread, in order, one block ahead."""
+
+    def __init__(self, sink: RowSink) -> None:
+        self._sink = sink
+        self._pool = ThreadPoolExecutor(1, "rrsis-write")
+        self._pending: Future[None] | None = None
+
+    def __call__(self, first_row: int, rows: np.ndarray) -> None:
+        self._wait()  # re-raises a write error here, and bounds memory to two blocks
+        self._pending = self._pool.submit(self._sink, first_row, rows)
+
+    def _wait(self) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()
+
+    def __enter__(self) -> _BackgroundSink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self._wait()
+        finally:
+            self._pool.shutdown(wait=True)
 
 
 @dataclass
@@ -295,109 +334,114 @@ def segment(
 
     timings: dict[str, float] = {}
     gsd = metadata.gsd if options.gsd is None else (options.gsd or None)
-    with open_scene(input_path, options.bands, metadata.in_channels, gsd) as scene:
-        dataset = scene.dataset
-        tile_size = options.tile_size or metadata.tile_size
-        # The model's overlap and margin suit its own tile size; a smaller tile chosen by the
-        # user keeps them only as far as they fit.
-        overlap = options.overlap
-        if overlap is None:
-            overlap = min(metadata.overlap, tile_size // 4)
-        margin = options.margin
-        if margin is None:
-            margin = min(metadata.margin, overlap // 2)
-        try:
-            grid = TileGrid(dataset.height, dataset.width, tile_size, overlap, margin)
-        except ValueError as error:
-            raise InputError(str(error)) from None
-        spec = metadata.normalization
-        if options.percentiles is not None:
-            base = spec or NormalizationSpec()
-            spec = NormalizationSpec(percentiles=options.percentiles, mean=base.mean, std=base.std)
-        step = time.perf_counter()
-        statistics = compute_scene_statistics(dataset, scene.bands, spec)
-        timings["statistics"] = time.perf_counter() - step
-
-        step = time.perf_counter()
-        encoded = model.encode_expression(expression)
-        timings["encode_expression"] = time.perf_counter() - step
-
-        tags = {
-            "RRSIS_EXPRESSION": expression,
-            "RRSIS_MODEL": metadata.name,
-            "RRSIS_THRESHOLD": f"{threshold:g}",
-            "RRSIS_VERSION": rrsis_geo.__version__,
-        }
-        raster_targets = [t for t in targets if kinds[t] == "raster"]
-        vector_targets = [t for t in targets if kinds[t] == "vector"]
-        with _work_rasters(
-            targets[0],
-            dataset,
-            options.raster_kind if raster_targets else None,
-            bool(vector_targets),
-            threshold,
-            tags,
-        ) as work:
+    # GDAL's block cache defaults to 5% of RAM and fills with written blocks; the pipeline reads
+    # and writes whole block rows, so a small cache loses nothing and bounds memory.
+    with rasterio.Env(**_gdal_config()):
+        with open_scene(input_path, options.bands, metadata.in_channels, gsd) as scene:
+            dataset = scene.dataset
+            tile_size = options.tile_size or metadata.tile_size
+            # The model's overlap and margin suit its own tile size; a smaller tile chosen by the
+            # user keeps them only as far as they fit.
+            overlap = options.overlap
+            if overlap is None:
+                overlap = min(metadata.overlap, tile_size // 4)
+            margin = options.margin
+            if margin is None:
+                margin = min(metadata.margin, overlap // 2)
+            try:
+                grid = TileGrid(dataset.height, dataset.width, tile_size, overlap, margin)
+            except ValueError as error:
+                raise InputError(str(error)) from None
+            spec = metadata.normalization
+            if options.percentiles is not None:
+                base = spec or NormalizationSpec()
+                spec = NormalizationSpec(
+                    percentiles=options.percentiles, mean=base.mean, std=base.std
+                )
             step = time.perf_counter()
-            counts = predict_scene(
-                scene,
-                model,
-                encoded,
-                grid,
-                statistics,
-                work.write_rows,
-                options.batch_size,
-                progress,
-            )
-            work.close()
-            timings["tiles"] = time.perf_counter() - step
-            timings["model"] = counts.model_seconds
+            statistics = compute_scene_statistics(dataset, scene.bands, spec)
+            timings["statistics"] = time.perf_counter() - step
 
-            # Every output is finished under a temporary name first and all are renamed
-            # together at the end: a failure anywhere leaves none of them behind.
-            with contextlib.ExitStack() as commit:
-                temporaries = {
-                    target: commit.enter_context(atomic_output(target, options.overwrite))
-                    for target in targets
-                }
+            step = time.perf_counter()
+            encoded = model.encode_expression(expression)
+            timings["encode_expression"] = time.perf_counter() - step
+
+            tags = {
+                "RRSIS_EXPRESSION": expression,
+                "RRSIS_MODEL": metadata.name,
+                "RRSIS_THRESHOLD": f"{threshold:g}",
+                "RRSIS_VERSION": rrsis_geo.__version__,
+            }
+            raster_targets = [t for t in targets if kinds[t] == "raster"]
+            vector_targets = [t for t in targets if kinds[t] == "vector"]
+            with _work_rasters(
+                targets[0],
+                dataset,
+                options.raster_kind if raster_targets else None,
+                bool(vector_targets),
+                threshold,
+                tags,
+            ) as work:
                 step = time.perf_counter()
-                for target in raster_targets:
-                    write_cog(
-                        work.paths[options.raster_kind],
-                        temporaries[target],
-                        work.encodings[options.raster_kind],
-                    )
-                timings["cog"] = time.perf_counter() - step
-                polygons = None
-                if vector_targets:
-                    step = time.perf_counter()
-                    candidates = polygonize(
-                        work.paths["binary"], work.probability_path, options.vector
-                    )
-                    attributes = {
-                        "expression": expression,
-                        "model": metadata.name,
-                        "threshold": threshold,
+                counts = predict_scene(
+                    scene,
+                    model,
+                    encoded,
+                    grid,
+                    statistics,
+                    work.write_rows,
+                    options.batch_size,
+                    progress,
+                )
+                work.close()
+                timings["tiles"] = time.perf_counter() - step
+                timings["model"] = counts.model_seconds
+
+                # Every output is finished under a temporary name first and all are renamed
+                # together at the end: a failure anywhere leaves none of them behind.
+                with contextlib.ExitStack() as commit:
+                    temporaries = {
+                        target: commit.enter_context(atomic_output(target, options.overwrite))
+                        for target in targets
                     }
-                    for target in vector_targets:
-                        write_polygons(
-                            candidates,
-                            dataset.crs,
+                    step = time.perf_counter()
+                    for target in raster_targets:
+                        write_cog(
+                            work.paths[options.raster_kind],
                             temporaries[target],
-                            attributes,
-                            layer_name=target.stem,
+                            work.encodings[options.raster_kind],
                         )
-                    polygons = len(candidates)
-                    timings["vectorize"] = time.perf_counter() - step
-        crs_grid = {
-            "height": grid.height,
-            "width": grid.width,
-            "tile_size": grid.tile_size,
-            "overlap": grid.overlap,
-            "margin": grid.margin,
-        }
-        resampled = scene.resampled
-        bands = list(scene.bands)
+                    timings["cog"] = time.perf_counter() - step
+                    polygons = None
+                    if vector_targets:
+                        step = time.perf_counter()
+                        candidates = polygonize(
+                            work.paths["binary"], work.probability_path, options.vector
+                        )
+                        attributes = {
+                            "expression": expression,
+                            "model": metadata.name,
+                            "threshold": threshold,
+                        }
+                        for target in vector_targets:
+                            write_polygons(
+                                candidates,
+                                dataset.crs,
+                                temporaries[target],
+                                attributes,
+                                layer_name=target.stem,
+                            )
+                        polygons = len(candidates)
+                        timings["vectorize"] = time.perf_counter() - step
+            crs_grid = {
+                "height": grid.height,
+                "width": grid.width,
+                "tile_size": grid.tile_size,
+                "overlap": grid.overlap,
+                "margin": grid.margin,
+            }
+            resampled = scene.resampled
+            bands = list(scene.bands)
     timings["total"] = time.perf_counter() - started
     result = SegmentResult(
         input=str(input_path),
@@ -494,9 +538,13 @@ def _work_rasters(
                     leftover.unlink()
 
 
-def _versions() -> dict[str, str]:
-    import rasterio
+def _gdal_config() -> dict[str, Any]:
+    if "GDAL_CACHEMAX" in os.environ:
+        return {}
+    return {"GDAL_CACHEMAX": GDAL_CACHE_BYTES}
 
+
+def _versions() -> dict[str, str]:
     versions = {
         "rrsis_geo": rrsis_geo.__version__,
         "python": platform.python_version(),

@@ -44,10 +44,12 @@ def test_check_output_path(tmp_path):
 
 def test_encodings():
     probabilities = np.array([[0.0, 0.5, 1.0, np.nan]], dtype=np.float32)
-    np.testing.assert_array_equal(RasterEncoding("probability").encode(probabilities),
-                                  [[0, 127, 254, 255]])
-    np.testing.assert_array_equal(RasterEncoding("binary", 0.5).encode(probabilities),
-                                  [[0, 1, 1, 255]])
+    np.testing.assert_array_equal(
+        RasterEncoding("probability").encode(probabilities), [[0, 127, 254, 255]]
+    )
+    np.testing.assert_array_equal(
+        RasterEncoding("binary", 0.5).encode(probabilities), [[0, 1, 1, 255]]
+    )
     assert np.isnan(RasterEncoding("float32").encode(probabilities)[0, 3])
 
 
