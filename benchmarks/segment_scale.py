@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
 import json
 import os
 import platform
@@ -96,6 +97,14 @@ def machine() -> str:
     return f"{os.cpu_count()} CPUs ({model}), {ram:.1f} GiB RAM, {platform.platform()}"
 
 
+def source_digest() -> str:
+    """Short sha256 of the package sources: which code the figures belong to."""
+    digest = hashlib.sha256()
+    for path in sorted((ROOT / "rrsis_geo").rglob("*.py")):
+        digest.update(path.relative_to(ROOT).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def versions() -> str:
     import numpy
     import rasterio
@@ -104,7 +113,8 @@ def versions() -> str:
     return (
         f"Python {platform.python_version()}, numpy {numpy.__version__}, rasterio "
         f"{rasterio.__version__}, GDAL {rasterio.__gdal_version__}, torch {torch.__version__}, "
-        f"GDAL_CACHEMAX={os.environ.get('GDAL_CACHEMAX', 'default')}"
+        f"GDAL_CACHEMAX={os.environ.get('GDAL_CACHEMAX', 'unset')}, "
+        f"rrsis_geo sources sha256 {source_digest()}"
     )
 
 

@@ -247,8 +247,9 @@ class StripReader:
 
         Returns:
             ``(data, valid)``: data of shape ``(bands, rows, width)`` in the file's type, and a
-            boolean validity mask ``(rows, width)`` (None when masks are not read). The arrays
-            are views into the reader's buffer, valid until the next call.
+            boolean validity mask ``(rows, width)`` (None when masks are not read). The reader
+            never writes into an array it has returned (new rows go into a new buffer), so a
+            caller may keep using one strip while the next is being read in another thread.
         """
         stop = min(stop, self.dataset.height)
         if start < self._top:

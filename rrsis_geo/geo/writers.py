@@ -37,6 +37,7 @@ __all__ = [
 PROBABILITY_SCALE = 254
 """uint8 probability rasters store ``round(p * 254)``; 255 is reserved for nodata."""
 PROBABILITY_NODATA = 255
+ENCODE_ROWS = 64
 BINARY_NODATA = 255
 
 
@@ -192,10 +193,16 @@ class TiledRasterWriter:
             self.dataset.update_tags(**tags)
 
     def write_rows(self, first_row: int, probabilities: np.ndarray) -> None:
-        """Encode and write full-width rows starting at ``first_row``."""
+        """Encode and write full-width rows starting at ``first_row``.
+
+        Rows are encoded a few at a time: encoding makes temporary copies, and a whole block
+        row of a wide scene would cost several times its float32 size at once.
+        """
         rows, width = probabilities.shape
-        window = Window(0, first_row, width, rows)
-        self.dataset.write(self.encoding.encode(probabilities), 1, window=window)
+        for start in range(0, rows, ENCODE_ROWS):
+            chunk = probabilities[start : start + ENCODE_ROWS]
+            window = Window(0, first_row + start, width, chunk.shape[0])
+            self.dataset.write(self.encoding.encode(chunk), 1, window=window)
 
     def close(self) -> None:
         """Flush and close the file."""

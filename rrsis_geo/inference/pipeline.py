@@ -55,7 +55,7 @@ __all__ = [
 ]
 
 RASTER_SUFFIXES = (".tif", ".tiff")
-GDAL_CACHE_BYTES = 256 * 1024 * 1024
+GDAL_CACHE_BYTES = 64 * 1024 * 1024
 ProgressCallback = Callable[[int, int], None]
 """Called with ``(tiles done, tiles in the grid)`` as tiles complete."""
 
@@ -335,7 +335,7 @@ def segment(
     timings: dict[str, float] = {}
     gsd = metadata.gsd if options.gsd is None else (options.gsd or None)
     # GDAL's block cache defaults to 5% of RAM and fills with written blocks; the pipeline reads
-    # and writes whole block rows, so a small cache loses nothing and bounds memory.
+    # and writes whole block rows once each, so a small cache loses nothing and bounds memory.
     with rasterio.Env(**_gdal_config()):
         with open_scene(input_path, options.bands, metadata.in_channels, gsd) as scene:
             dataset = scene.dataset

@@ -66,3 +66,16 @@ def test_open_scene_refuses_wrong_band_counts(tmp_path):
         open_scene(path, bands=(1, 2))
     with open_scene(path, bands=(4, 3, 2)) as scene:
         assert scene.bands == (4, 3, 2)
+
+
+def test_strips_already_returned_are_never_overwritten(tmp_path):
+    # The pipeline reads the next strip in a thread while it still uses the current one.
+    data = textured(3, 200, 60)
+    path = write_raster(tmp_path / "in.tif", data, block=16)
+    with rasterio.open(path) as src:
+        reader = StripReader(src, [1, 2, 3])
+        first, _ = reader.read(0, 64)
+        kept = first.copy()
+        reader.read(48, 112)
+        reader.read(100, 164)
+        np.testing.assert_array_equal(first, kept)
