@@ -38,6 +38,8 @@ PROBABILITY_SCALE = 254
 """uint8 probability rasters store ``round(p * 254)``; 255 is reserved for nodata."""
 PROBABILITY_NODATA = 255
 ENCODE_ROWS = 64
+WORK_BLOCK = 256
+"""Block side of the work rasters; the stitcher emits rows in multiples of it."""
 BINARY_NODATA = 255
 
 
@@ -165,7 +167,7 @@ class TiledRasterWriter:
         transform: Any,
         encoding: RasterEncoding,
         tags: dict[str, str] | None = None,
-        block_size: int = 512,
+        block_size: int = WORK_BLOCK,
     ) -> None:
         self.path = path
         self.encoding = encoding

@@ -35,6 +35,7 @@ from rrsis_geo.geo.stitching import RowSink, StreamingStitcher
 from rrsis_geo.geo.tiling import Tile, TileGrid
 from rrsis_geo.geo.vectorize import VECTOR_DRIVERS, VectorOptions, polygonize, write_polygons
 from rrsis_geo.geo.writers import (
+    WORK_BLOCK,
     RasterEncoding,
     TiledRasterWriter,
     atomic_output,
@@ -90,7 +91,7 @@ def predict_scene(
     sink: RowSink,
     batch_size: int = 8,
     progress: ProgressCallback | None = None,
-    block_rows: int = 512,
+    block_rows: int = WORK_BLOCK,
 ) -> TileCounts:
     """Predict every tile of a scene and stream the blended probabilities to ``sink``.
 
