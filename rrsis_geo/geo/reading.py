@@ -26,6 +26,7 @@ from rasterio.windows import Window
 from rrsis_geo.errors import InputError, RrsisWarning
 
 __all__ = [
+    "Strip",
     "StripReader",
     "StripedRasterWarning",
     "default_bands",
@@ -36,6 +37,7 @@ __all__ = [
     "pixel_size_m",
 ]
 
+CHUNK_ROWS = 128
 SUPPORTED_DTYPES = ("uint8", "uint16", "int16", "uint32", "int32", "float32", "float64")
 
 
@@ -216,11 +218,49 @@ def _resampling_vrt(dataset: DatasetReader, scale_x: float, scale_y: float) -> W
     )
 
 
+@dataclass(frozen=True)
+class Strip:
+    """Rows ``[start, stop)`` of a raster, full width, held as block-row chunks (no copy).
+
+    Attributes:
+        start: First raster row.
+        stop: Row after the last.
+        chunks: ``(first_row, data (bands, rows, width), valid (rows, width) or None)`` covering
+            at least ``[start, stop)``.
+    """
+
+    start: int
+    stop: int
+    chunks: tuple[tuple[int, np.ndarray, np.ndarray | None], ...]
+
+    def _pieces(self, x0: int, x1: int, index: int) -> list[np.ndarray]:
+        pieces = []
+        for first, data, valid in self.chunks:
+            top = max(self.start, first) - first
+            bottom = min(self.stop, first + data.shape[1]) - first
+            if bottom > top:
+                source = data[:, top:bottom, x0:x1] if index == 0 else valid[top:bottom, x0:x1]  # type: ignore[index]
+                pieces.append(source)
+        return pieces
+
+    def pixels(self, x0: int, x1: int) -> np.ndarray:
+        """Columns ``[x0, x1)``: ``(bands, stop - start, x1 - x0)``, a new array."""
+        return np.concatenate(self._pieces(x0, x1, 0), axis=1)
+
+    def valid(self, x0: int, x1: int) -> np.ndarray | None:
+        """Validity of columns ``[x0, x1)`` (None when masks were not read: all valid)."""
+        if self.chunks[0][2] is None:
+            return None
+        return np.concatenate(self._pieces(x0, x1, 1), axis=0)
+
+
 class StripReader:
-    """Read full-width strips of rows, aligned to blocks, each block once.
+    """Read full-width strips of rows in block-row chunks, each block once.
 
     Successive :meth:`read` calls must ask for row ranges whose starts do not decrease (tile rows
-    top to bottom). Rows shared with the previous request are kept, not read again.
+    top to bottom). Chunks shared with the previous request are kept, not read again; a strip
+    already returned stays valid after later calls (chunks are never written into), so the next
+    strip can be read in another thread while this one is used.
 
     Args:
         dataset: The raster (or VRT) to read.
@@ -234,52 +274,37 @@ class StripReader:
         self.dataset = dataset
         self.bands = list(bands)
         self.read_masks = read_masks
-        self.block_rows = max(1, dataset.block_shapes[0][0])
-        self._top = 0
-        self._data = np.empty((len(self.bands), 0, dataset.width), dtype=dataset.dtypes[0])
-        self._valid: np.ndarray | None = (
-            np.empty((0, dataset.width), dtype=bool) if read_masks else None
+        # Chunks of about CHUNK_ROWS rows, aligned to the file's blocks when they are shorter.
+        # Taller blocks are decoded once into GDAL's cache and served to several chunks, which
+        # keeps the rows held here to a little more than one tile.
+        block_height = max(1, dataset.block_shapes[0][0])
+        self.block_rows = (
+            block_height * math.ceil(CHUNK_ROWS / block_height)
+            if block_height < CHUNK_ROWS
+            else CHUNK_ROWS
         )
+        self._chunks: list[tuple[int, np.ndarray, np.ndarray | None]] = []
         self.rows_read = 0
 
-    def read(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray | None]:
-        """Rows ``[start, stop)`` of the chosen bands (clipped to the raster).
-
-        Returns:
-            ``(data, valid)``: data of shape ``(bands, rows, width)`` in the file's type, and a
-            boolean validity mask ``(rows, width)`` (None when masks are not read). The reader
-            never writes into an array it has returned (new rows go into a new buffer), so a
-            caller may keep using one strip while the next is being read in another thread.
-        """
+    def read(self, start: int, stop: int) -> Strip:
+        """Rows ``[start, stop)`` of the chosen bands (clipped to the raster)."""
         stop = min(stop, self.dataset.height)
-        if start < self._top:
+        if self._chunks and start < self._chunks[0][0]:
             raise ValueError("strips must be read top to bottom")
-        held_stop = self._top + self._data.shape[1]
-        if start >= held_stop:
-            self._drop_all(start)
-            held_stop = self._top
-        else:
-            drop = (start - self._top) // self.block_rows * self.block_rows
-            self._data = self._data[:, drop:]
-            if self._valid is not None:
-                self._valid = self._valid[drop:]
-            self._top += drop
-        if stop > held_stop:
-            new_stop = min(self.dataset.height, math.ceil(stop / self.block_rows) * self.block_rows)
-            window = Window(0, held_stop, self.dataset.width, new_stop - held_stop)
-            fresh = self.dataset.read(self.bands, window=window)
-            self._data = np.concatenate([self._data, fresh], axis=1)
-            if self._valid is not None:
-                masks = self.dataset.read_masks(self.bands, window=window)
-                self._valid = np.concatenate([self._valid, masks.any(axis=0)], axis=0)
-            self.rows_read += new_stop - held_stop
-        rows = slice(start - self._top, stop - self._top)
-        valid = None if self._valid is None else self._valid[rows]
-        return self._data[:, rows], valid
-
-    def _drop_all(self, start: int) -> None:
-        aligned = start // self.block_rows * self.block_rows
-        self._data = self._data[:, :0]
-        if self._valid is not None:
-            self._valid = self._valid[:0]
-        self._top = aligned
+        self._chunks = [c for c in self._chunks if c[0] + c[1].shape[1] > start]
+        next_row = (
+            self._chunks[-1][0] + self._chunks[-1][1].shape[1]
+            if self._chunks
+            else (start // self.block_rows * self.block_rows)
+        )
+        while next_row < stop:
+            rows = min(self.block_rows - next_row % self.block_rows, self.dataset.height - next_row)
+            window = Window(0, next_row, self.dataset.width, rows)
+            data = self.dataset.read(self.bands, window=window)
+            valid = None
+            if self.read_masks:
+                valid = self.dataset.read_masks(self.bands, window=window).any(axis=0)
+            self._chunks.append((next_row, data, valid))
+            self.rows_read += rows
+            next_row += rows
+        return Strip(start, stop, tuple(self._chunks))

@@ -1,9 +1,11 @@
 """Streaming stitcher: blends tile probabilities into finished raster rows, one band at a time.
 
-Tiles arrive in row-major order. The stitcher keeps float32 accumulators (weighted sum and
-weight sum) only for the rows that a tile still to come can touch, about one tile plus one
-output block high, and hands every finished block of rows to a sink. Memory is therefore
-proportional to one row band of tiles, never to the scene.
+Tiles arrive in row-major order. The stitcher keeps a float32 weighted sum and a validity mask
+only for the rows that a tile still to come can touch, about one tile plus one output block
+high, and hands every finished block of rows to a sink. Memory is therefore proportional to one
+row band of tiles, never to the scene. The weight sum is not accumulated: it is the product of
+the grid's row and column totals (see :meth:`TileGrid.weight_totals`). Tiles skipped for having
+no valid pixel change nothing there, since every pixel they cover is nodata.
 """
 
 from __future__ import annotations
@@ -31,13 +33,15 @@ class StreamingStitcher:
             writers never rewrite a partially written block; the last block may be shorter.
     """
 
-    def __init__(self, grid: TileGrid, sink: RowSink, block_rows: int = 256) -> None:
+    def __init__(self, grid: TileGrid, sink: RowSink, block_rows: int = 128) -> None:
         self.grid = grid
         self.sink = sink
         self.block_rows = max(1, block_rows)
         capacity = min(grid.height, grid.tile_size + self.block_rows)
         self._weighted = np.zeros((capacity, grid.width), dtype=np.float32)
-        self._weight_sum = np.zeros((capacity, grid.width), dtype=np.float32)
+        self._valid = np.zeros((capacity, grid.width), dtype=bool)
+        self._row_totals = grid.weight_totals(0)
+        self._column_totals = grid.weight_totals(1)
         self._top = 0  # raster row held in accumulator row 0
         self._last_tile_y = 0
 
@@ -60,13 +64,15 @@ class StreamingStitcher:
             raise ValueError("tiles must be added in row-major order")
         self._release_rows_before(tile.y)
         self._last_tile_y = tile.y
-        weights = self.grid.weights(tile)
-        if valid is not None:
-            weights = weights * valid[: tile.height, : tile.width]
         rows = slice(tile.y - self._top, tile.y - self._top + tile.height)
         cols = slice(tile.x, tile.x + tile.width)
-        self._weighted[rows, cols] += probabilities[: tile.height, : tile.width] * weights
-        self._weight_sum[rows, cols] += weights
+        self._weighted[rows, cols] += probabilities[
+            : tile.height, : tile.width
+        ] * self.grid.weights(tile)
+        if valid is None:
+            self._valid[rows, cols] = True
+        else:
+            self._valid[rows, cols] |= valid[: tile.height, : tile.width]
 
     def close(self) -> None:
         """Emit every remaining row; call once after the last tile."""
@@ -93,13 +99,15 @@ class StreamingStitcher:
     def _emit_held(self, count: int) -> None:
         if count <= 0:
             return
-        weight_sum = self._weight_sum[:count]
-        probabilities = np.full(weight_sum.shape, np.nan, dtype=np.float32)
-        np.divide(self._weighted[:count], weight_sum, out=probabilities, where=weight_sum > 0)
+        # Broadcast the two weight profiles rather than materializing their outer product.
+        row_totals = self._row_totals[self._top : self._top + count, None]
+        probabilities = np.divide(self._weighted[:count], row_totals)
+        probabilities /= self._column_totals
         np.clip(probabilities, 0.0, 1.0, out=probabilities)
+        probabilities[~self._valid[:count]] = np.nan
         self.sink(self._top, probabilities)
         kept = self._weighted.shape[0] - count
-        for accumulator in (self._weighted, self._weight_sum):
+        for accumulator in (self._weighted, self._valid):
             accumulator[:kept] = accumulator[count:]
-            accumulator[kept:] = 0.0
+            accumulator[kept:] = 0
         self._top += count

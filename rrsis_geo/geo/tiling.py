@@ -181,6 +181,25 @@ class TileGrid:
         )
         return full[: tile.height, : tile.width]
 
+    def weight_totals(self, axis: int) -> np.ndarray:
+        """Sum of all tiles' weights along one axis (0: rows, 1: columns), float32.
+
+        Tile weights are an outer product of a row profile and a column profile, and tiles form
+        a full rows x columns grid, so the total weight at a pixel is
+        ``weight_totals(0)[y] * weight_totals(1)[x]``: the stitcher divides by that instead of
+        accumulating a second full-width array.
+        """
+        length = self.height if axis == 0 else self.width
+        starts = self.row_starts if axis == 0 else self.col_starts
+        totals = np.zeros(length, dtype=np.float64)
+        for index, start in enumerate(starts):
+            profile = _axis_weights(
+                self.tile_size, self.margin, self.blend_width, index > 0, index < len(starts) - 1
+            )
+            stop = min(start + self.tile_size, length)
+            totals[start:stop] += profile[: stop - start]
+        return totals.astype(np.float32)
+
 
 def _axis_weights(
     tile_size: int, margin: int, blend_width: int, inner_start: bool, inner_end: bool

@@ -150,13 +150,12 @@ def predict_scene(
         next_strip = reader_thread.submit(reader.read, row_starts[0], row_starts[0] + size)
         for tile in grid:
             if tile.col == 0:
-                strip, strip_valid = next_strip.result()
+                strip = next_strip.result()
                 if tile.row + 1 < len(row_starts):
                     following = row_starts[tile.row + 1]
                     next_strip = reader_thread.submit(reader.read, following, following + size)
-            columns = slice(tile.x, tile.x + tile.width)
-            valid = None if strip_valid is None else strip_valid[:, columns]
-            pixels = strip[:, :, columns]
+            valid = strip.valid(tile.x, tile.x + tile.width)
+            pixels = strip.pixels(tile.x, tile.x + tile.width)
             if floating:
                 finite = np.isfinite(pixels).all(axis=0)
                 valid = finite if valid is None else valid & finite
@@ -171,7 +170,6 @@ def predict_scene(
             statistics.apply(pixels, out=slot[:, : tile.height, : tile.width])
             if valid is not None:
                 slot[:, : tile.height, : tile.width][:, ~valid] = 0.0
-                valid = valid.copy()
             pending.append((tile, valid))
             if len(pending) == batch.shape[0]:
                 flush()
