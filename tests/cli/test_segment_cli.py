@@ -110,7 +110,8 @@ def test_json_progress_lines_go_to_stderr(scene, tmp_path):
         (["scene.tif", "x", "-o", "p.xyz"], "unsupported output format"),
         (["scene.tif", "x", "--overlap", "600"], "overlap must be in"),
         (["scene.tif", "x", "--model", "python:no_such_module:f"], "cannot import no_such_module"),
-        (["scene.tif", "x", "--model", "resnet"], "unknown model"),
+        (["scene.tif", "x", "--model", "resnet"], "model not found: resnet"),
+        (["scene.tif", "x", "--model", "crobim-lite"], "architecture without released weights"),
     ],
 )
 def test_bad_input_gives_one_line_and_no_output(scene, args, message):
