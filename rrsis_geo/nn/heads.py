@@ -1,0 +1,93 @@
+"""The mask head and the presence head.
+
+Mask (paper: a matrix product between the decoded visual map and the language side): a learned
+query attends over the decoded text tokens (under their mask) to give one sentence vector; the
+stride-8 map is refined with the stride-4 level (one light FPN step); the logit of each pixel is
+the scaled dot product of its feature with the sentence vector. Presence (ours, for big scenes):
+the same sentence vector and the mask-weighted mean of pixel features go through a small MLP to
+one logit per image: "is the referent in this tile at all?".
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["MaskHead", "PresenceHead", "SentenceQuery"]
+
+
+class SentenceQuery(nn.Module):
+    """Attention pooling of text tokens by one learned query.
+
+    Shapes:
+        text ``(B, T, D)``, mask ``(B, T)`` -> ``(B, D)``.
+    """
+
+    def __init__(self, dim: int, num_heads: int = 8) -> None:
+        super().__init__()
+        self.query = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
+        self.attention = nn.MultiheadAttention(dim, num_heads, batch_first=True)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, text: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Sentence vector."""
+        query = self.query.expand(text.shape[0], -1, -1)
+        pooled, _ = self.attention(
+            query, text, text, key_padding_mask=~mask.bool(), need_weights=False
+        )
+        return self.norm(pooled[:, 0])
+
+
+class MaskHead(nn.Module):
+    """Per-pixel logits from a stride-8 map, refined at stride 4.
+
+    Shapes:
+        decoded ``(B, D, H_8, W_8)``, fine ``(B, D, H_4, W_4)``, sentence ``(B, D)`` ->
+        logits ``(B, H_4, W_4)`` and the pixel features ``(B, D, H_4, W_4)``.
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.refine = nn.Sequential(
+            nn.Conv2d(2 * dim, dim, 1),
+            nn.GroupNorm(8, dim),
+            nn.GELU(),
+            nn.Conv2d(dim, dim, 3, padding=1),
+            nn.GroupNorm(8, dim),
+            nn.GELU(),
+        )
+        self.sentence = nn.Linear(dim, dim)
+        self.bias = nn.Parameter(torch.zeros(1))
+        self.dim = dim
+
+    def forward(
+        self, decoded: torch.Tensor, fine: torch.Tensor, sentence: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and pixel features at stride 4."""
+        up = F.interpolate(decoded, size=fine.shape[-2:], mode="bilinear", align_corners=False)
+        pixels = self.refine(torch.cat([up, fine], dim=1))
+        query = self.sentence(sentence)
+        logits = torch.einsum("bd,bdhw->bhw", query, pixels) / self.dim**0.5 + self.bias
+        return logits, pixels
+
+
+class PresenceHead(nn.Module):
+    """One logit per image from the sentence and the mask-weighted pixel features.
+
+    Shapes:
+        pixels ``(B, D, H, W)``, logits ``(B, H, W)``, sentence ``(B, D)`` -> ``(B,)``.
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(2 * dim + 1, dim), nn.GELU(), nn.Linear(dim, 1))
+
+    def forward(
+        self, pixels: torch.Tensor, logits: torch.Tensor, sentence: torch.Tensor
+    ) -> torch.Tensor:
+        """Presence logits."""
+        weights = logits.sigmoid().unsqueeze(1)
+        pooled = (pixels * weights).sum(dim=(2, 3)) / weights.sum(dim=(2, 3)).clamp(min=1e-6)
+        peak = logits.flatten(1).amax(dim=1, keepdim=True)
+        return self.mlp(torch.cat([pooled, sentence, peak], dim=1))[:, 0]
