@@ -121,7 +121,8 @@ def segment(
             "--model",
             "-m",
             envvar="RRSIS_MODEL",
-            help="Model: python:PACKAGE.MODULE:FACTORY or python:FILE.py:FACTORY.",
+            help="Model: a CroBIM checkpoint folder, a hub repo id[@revision], or "
+            "python:PACKAGE.MODULE:FACTORY (python:FILE.py:FACTORY).",
             show_default=False,
         ),
     ] = None,
