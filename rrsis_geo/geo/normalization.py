@@ -22,7 +22,12 @@ import numpy as np
 from rasterio.io import DatasetReader
 from rasterio.windows import Window
 
-__all__ = ["NormalizationSpec", "SceneStatistics", "compute_scene_statistics"]
+__all__ = [
+    "NormalizationSpec",
+    "SceneStatistics",
+    "compute_array_statistics",
+    "compute_scene_statistics",
+]
 
 SAMPLE_PIXELS = 1024 * 1024
 """Rough number of pixels per band used for percentiles."""
@@ -140,19 +145,37 @@ def compute_scene_statistics(
         The per-band affine map.
     """
     spec = spec or NormalizationSpec()
-    count = len(bands)
+    if spec.method == "fixed":
+        return _statistics_from_samples(spec, None, len(bands), "fixed")
+    samples, source = _sample_pixels(dataset, bands, use_masks)
+    return _statistics_from_samples(spec, samples, len(bands), source)
+
+
+def compute_array_statistics(
+    data: np.ndarray, spec: NormalizationSpec | None = None, valid: np.ndarray | None = None
+) -> SceneStatistics:
+    """Statistics of an in-memory image ``(bands, H, W)`` (a benchmark chip), as for a scene."""
+    spec = spec or NormalizationSpec()
+    if spec.method == "fixed":
+        return _statistics_from_samples(spec, None, data.shape[0], "fixed")
+    samples = [band[valid] if valid is not None else band.ravel() for band in data]
+    return _statistics_from_samples(spec, samples, data.shape[0], "full")
+
+
+def _statistics_from_samples(
+    spec: NormalizationSpec, samples: list[np.ndarray] | None, count: int, source: str
+) -> SceneStatistics:
     mean = _per_band(spec.mean, count, "mean")
     std = _per_band(spec.std, count, "std")
-    if spec.method == "fixed":
+    if samples is None:
         assert spec.low is not None and spec.high is not None
         return SceneStatistics(
             _per_band(spec.low, count, "low"), _per_band(spec.high, count, "high"), mean, std
         )
-    samples, source = _sample_pixels(dataset, bands, use_masks)
     low: list[float] = []
     high: list[float] = []
     for band_values in samples:
-        band_values = band_values[np.isfinite(band_values)]
+        band_values = band_values[np.isfinite(band_values)].astype(np.float64, copy=False)
         if band_values.size == 0:
             lo, hi = 0.0, 1.0
         else:

@@ -112,9 +112,7 @@ def test_text_encoder_can_stay_in_its_package(tmp_path):
     from rrsis_geo.nn.config import CroBIMConfig, VisionEncoderConfig
 
     config = CroBIMConfig(
-        vision=VisionEncoderConfig(
-            name="mobilenetv3_small_050", out_indices=(1, 2, 3, 4), weights=None
-        ),
+        vision=VisionEncoderConfig(name="test_resnet", out_indices=(1, 2, 3, 4), weights=None),
         dim=32,
         num_heads=4,
         mid_layers=1,

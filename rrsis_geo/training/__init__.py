@@ -1,0 +1,1 @@
+"""Training and evaluation: configuration, data, the training loop and segmentation metrics."""

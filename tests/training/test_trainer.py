@@ -1,0 +1,167 @@
+"""`rrsis train` / `rrsis eval` on a tiny CroBIM and a RISBench-layout fixture, on CPU."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from rrsis_geo.training.config import load_config
+from rrsis_geo.training.trainer import train
+
+SIZE = 48
+
+
+def write_learnable_risbench(folder, train=8, val=4, test=4):
+    """RISBench layout whose referent is always the bright square: a tiny model can learn it."""
+    root = folder / "RISBench"
+    (root / "img_rgb").mkdir(parents=True)
+    (root / "mask").mkdir()
+    rng = np.random.default_rng(0)
+    for split, count in (("train", train), ("val", val), ("test", test)):
+        lines = []
+        for index in range(count):
+            name = f"{'train' if split == 'val' else split}_{index + 100 * (split == 'val')}_0.png"
+            image = (rng.random((SIZE, SIZE, 3)) * 80).astype(np.uint8)
+            top, left = rng.integers(4, SIZE - 20, size=2)
+            mask = np.zeros((SIZE, SIZE), dtype=np.uint8)
+            mask[top : top + 16, left : left + 16] = 255
+            image[mask > 0] = 230
+            Image.fromarray(image).save(root / "img_rgb" / name)
+            Image.fromarray(mask, mode="L").save(root / "mask" / name)
+            lines.append(f"{name} the bright square\n")
+        (root / f"output_phrase_{split}.txt").write_text("".join(lines))
+    return root
+
+
+@pytest.fixture
+def run_config(tmp_path, tiny_text_folder):
+    root = write_learnable_risbench(tmp_path)
+    values = {
+        "name": "tiny",
+        "output_dir": str(tmp_path / "runs"),
+        "model": "crobim-lite",
+        "model_overrides": {
+            "vision": {"name": "test_resnet", "out_indices": [1, 2, 3, 4], "weights": None},
+            "text": {"name": str(tiny_text_folder), "max_tokens": 8, "weights": "random"},
+            "dim": 32,
+            "num_heads": 4,
+            "num_prompts": 2,
+            "mid_layers": 1,
+            "input_size": 48,
+        },
+        "data": {"root": str(root), "layout": "risbench"},
+        "optim": {"lr_encoder": 1e-3, "lr_new": 3e-3, "warmup_steps": 2},
+        "batch_size": 4,
+        "log_every": 1,
+        "checkpoint_every": 4,
+        "eval_every": 0,
+    }
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return path
+
+
+def losses(run_dir):
+    with open(run_dir / "train_log.csv") as handle:
+        return {int(row["step"]): float(row["loss"]) for row in csv.DictReader(handle)}
+
+
+def test_training_loss_falls(run_config):
+    run_dir = train(load_config(run_config, ["max_steps=36"]))
+    values = [losses(run_dir)[step] for step in sorted(losses(run_dir))]
+    assert len(values) == 36
+    assert np.mean(values[-6:]) < 0.7 * np.mean(values[:6])
+    assert (run_dir / "checkpoints" / "last" / "model.safetensors").exists()
+    assert (run_dir / "checkpoints" / "best" / "val_metrics.json").exists()  # selected on val
+    assert {"config.yaml", "environment.json", "val_log.csv"} <= {p.name for p in run_dir.iterdir()}
+
+
+def test_resume_reproduces_the_uninterrupted_run(run_config, tmp_path):
+    straight = train(load_config(run_config, ["max_steps=8", "name=straight"]))
+    interrupted = load_config(run_config, ["max_steps=8", "name=resumed"])
+    train(interrupted, stop_after_steps=4)
+    assert sorted(losses(tmp_path / "runs" / "resumed")) == [1, 2, 3, 4]
+    resumed = train(interrupted, resume=True)
+    expected, got = losses(straight), losses(resumed)
+    assert sorted(got) == list(range(1, 9))
+    for step in range(5, 9):
+        assert got[step] == pytest.approx(expected[step], rel=1e-5, abs=1e-6), step
+
+
+def test_existing_run_is_not_overwritten(run_config):
+    from rrsis_geo.errors import InputError
+
+    train(load_config(run_config, ["max_steps=1"]))
+    with pytest.raises(InputError, match="use --resume"):
+        train(load_config(run_config, ["max_steps=1"]))
+
+
+def test_torchrun_two_processes_on_cpu(run_config, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            "--master_port=29517",
+            "-m",
+            "rrsis_geo",
+            "train",
+            str(run_config),
+            "max_steps=3",
+            "name=ddp",
+            "batch_size=2",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    run_dir = tmp_path / "runs" / "ddp"
+    assert sorted(losses(run_dir)) == [1, 2, 3]
+    checkpoints = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+    assert checkpoints in (["last"], ["best", "last"])
+    assert json.loads((run_dir / "environment.json").read_text())["world_size"] == 2
+
+
+def test_eval_cli_prints_the_paper_table_with_its_protocol(run_config, tmp_path):
+    run_dir = train(load_config(run_config, ["max_steps=2"]))
+    root = tmp_path / "RISBench"
+    out = tmp_path / "results.json"
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rrsis_geo",
+            "eval",
+            str(run_dir / "checkpoints" / "last"),
+            str(root),
+            "--split",
+            "test",
+            "--threshold-op",
+            ">",
+            "--json",
+            str(out),
+            "--csv",
+            str(tmp_path / "results.csv"),
+            "--predictions",
+            str(tmp_path / "pred"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "Pr@0.5" in run.stdout and "oIoU" in run.stdout and "mIoU" in run.stdout
+    assert ">" in run.stdout.splitlines()[1]  # the protocol line
+    results = json.loads(out.read_text())
+    assert results["count"] == 4
+    assert len(list((tmp_path / "pred").iterdir())) == 4
