@@ -243,6 +243,7 @@ def train(config: TrainConfig, resume: bool = False, stop_after_steps: int | Non
     micro = 0
     running_loss = 0.0
     stop = stop_after_steps if stop_after_steps is not None else total_steps
+    bar = _StepBar(total_steps, state["step"]) if env.main else None
     while state["step"] < min(total_steps, stop):
         sampler.set_epoch(state["epoch"])
         for batch_index, batch in enumerate(loader):
@@ -280,6 +281,8 @@ def train(config: TrainConfig, resume: bool = False, stop_after_steps: int | Non
             state["batch_in_epoch"] = batch_index + 1
             state["samples_seen"] += config.batch_size * accumulation * env.world_size
             loss_value = env.mean(running_loss)
+            if bar is not None:
+                bar.update(state["step"], loss_value)
             running_loss = 0.0
             step = state["step"]
             if logs is not None and (step % config.log_every == 0 or step == total_steps):
@@ -309,6 +312,8 @@ def train(config: TrainConfig, resume: bool = False, stop_after_steps: int | Non
                 )
             continue
         break
+    if bar is not None:
+        bar.close()
     env.barrier()
     if env.world_size > 1 and dist.is_initialized():
         dist.destroy_process_group()
@@ -376,6 +381,42 @@ def _load_state(
     scaler.load_state_dict(tensors["scaler"])
     torch.set_rng_state(tensors["torch_rng"])
     return dict(json.loads((folder / STATE_JSON).read_text()))
+
+
+class _StepBar:
+    """A progress bar of optimizer steps on stderr, for people at a terminal only."""
+
+    def __init__(self, total: int, done: int) -> None:
+        self._progress: Any = None
+        if not sys.stderr.isatty():
+            return
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+
+        self._progress = Progress(
+            TextColumn("steps"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}"),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+        )
+        self._task = self._progress.add_task("steps", total=total, completed=done, loss="-")
+        self._progress.start()
+
+    def update(self, step: int, loss: float) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, completed=step, loss=f"{loss:.4f}")
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
 
 
 class _RunLogs:
