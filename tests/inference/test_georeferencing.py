@@ -200,3 +200,28 @@ def test_binary_output_and_sidecar(tmp_path):
     assert sidecar["tiles"]["predicted"] == 1
     assert {"rrsis_geo", "rasterio", "gdal"} <= set(sidecar["versions"])
     assert sidecar["timings"]["total"] > 0
+
+
+@pytest.mark.parametrize("kind", ["alpha", "mask_band"])
+def test_alpha_and_mask_bands_are_respected(tmp_path, kind):
+    from rrsis_geo.inference.reference_models import constant
+
+    data = textured(3, 120, 140)
+    valid = np.ones((120, 140), dtype=bool)
+    valid[:, :30] = False
+    path = tmp_path / "in.tif"
+    if kind == "alpha":
+        alpha = np.where(valid, 255, 0).astype(np.uint8)[None]
+        write_raster(path, np.concatenate([data, alpha]))
+        with rasterio.open(path, "r+") as dst:
+            dst.colorinterp = [*dst.colorinterp[:3], rasterio.enums.ColorInterp.alpha]
+    else:
+        write_raster(path, data)
+        with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(path, "r+") as dst:
+            dst.write_mask(np.where(valid, 255, 0).astype(np.uint8))
+    out = tmp_path / "p.tif"
+    segment(path, "x", constant(value=0.5), [out], SegmentOptions(tile_size=64))
+    with rasterio.open(out) as dst:
+        values = dst.read(1)
+    assert np.all(values[~valid] == 255)
+    assert np.all(values[valid] == 127)
