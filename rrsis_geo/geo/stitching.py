@@ -33,7 +33,7 @@ class StreamingStitcher:
             writers never rewrite a partially written block; the last block may be shorter.
     """
 
-    def __init__(self, grid: TileGrid, sink: RowSink, block_rows: int = 128) -> None:
+    def __init__(self, grid: TileGrid, sink: RowSink, block_rows: int = 256) -> None:
         self.grid = grid
         self.sink = sink
         self.block_rows = max(1, block_rows)

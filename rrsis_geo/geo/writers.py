@@ -38,7 +38,7 @@ PROBABILITY_SCALE = 254
 """uint8 probability rasters store ``round(p * 254)``; 255 is reserved for nodata."""
 PROBABILITY_NODATA = 255
 ENCODE_ROWS = 64
-WORK_BLOCK = 128
+WORK_BLOCK = 256
 """Block side of the work rasters; the stitcher emits rows in multiples of it."""
 BINARY_NODATA = 255
 
