@@ -12,17 +12,15 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sys
-import warnings
 from enum import Enum
 from pathlib import Path
-from types import FrameType
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 
 from rrsis_geo import __version__
+from rrsis_geo.cli.common import TerminalProgress, command_errors, fail, user_warnings
 from rrsis_geo.cli.data import data_app
 
 app = typer.Typer(
@@ -32,10 +30,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-EXIT_USER_ERROR = 1
-EXIT_INTERNAL_ERROR = 3
-EXIT_INTERRUPTED = 130
 
 
 class ProgressFormat(str, Enum):
@@ -74,24 +68,13 @@ app.add_typer(models_app, name="models")
 app.add_typer(data_app, name="data")
 
 
-def _fail(message: str, code: int = EXIT_USER_ERROR) -> NoReturn:
-    typer.echo(f"rrsis: error: {message}", err=True)
-    raise typer.Exit(code)
-
-
-def _terminate(signum: int, frame: FrameType | None) -> None:
-    # SIGTERM (QGIS's Cancel, a job scheduler) unwinds like Ctrl-C, so every temporary output
-    # is removed by the code that created it.
-    raise KeyboardInterrupt
-
-
 def _parse_pair(text: str | None, option: str) -> tuple[float, float] | None:
     if text is None:
         return None
     try:
         low, high = (float(part) for part in text.split(","))
     except ValueError:
-        _fail(f"{option} takes two comma-separated numbers such as 2,98, got {text!r}")
+        fail(f"{option} takes two comma-separated numbers such as 2,98, got {text!r}")
     return low, high
 
 
@@ -210,52 +193,35 @@ def segment(
     ] = ProgressFormat.bar,
 ) -> None:
     """Segment the object an expression refers to, as a georeferenced raster and polygons."""
-    signal.signal(signal.SIGTERM, _terminate)
     if binary and float32:
-        _fail("--binary and --float32 exclude each other")
+        fail("--binary and --float32 exclude each other")
     if model is None:
-        _fail(
-            "no model given and no default model ships yet: pass --model "
-            "(e.g. python:PACKAGE.MODULE:FACTORY)"
+        fail(
+            "no model given and no default model ships yet: pass --model with a CroBIM "
+            "checkpoint folder, a hub repo id, or python:PACKAGE.MODULE:FACTORY"
         )
-    from rrsis_geo.errors import RrsisError, RrsisWarning
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            if not quiet:
-                warnings.simplefilter("default", RrsisWarning)
-            warnings.showwarning = _show_warning
-            summary = _run_segment(
-                input,
-                expression,
-                output or [],
-                model,
-                bands,
-                tile_size,
-                overlap,
-                margin,
-                batch_size,
-                device,
-                threshold,
-                "binary" if binary else "float32" if float32 else "probability",
-                gsd,
-                _parse_pair(percentiles, "--percentiles"),
-                sieve,
-                simplify,
-                min_area,
-                overwrite,
-                ProgressFormat.none if quiet else progress,
-            )
-    except RrsisError as error:
-        _fail(str(error))
-    except KeyboardInterrupt:
-        typer.echo("rrsis: interrupted; no output written", err=True)
-        raise typer.Exit(EXIT_INTERRUPTED) from None
-    except typer.Exit:
-        raise
-    except Exception as error:
-        _internal_error(error)
+    with command_errors("no output written"), user_warnings(quiet):
+        summary = _run_segment(
+            input,
+            expression,
+            output or [],
+            model,
+            bands,
+            tile_size,
+            overlap,
+            margin,
+            batch_size,
+            device,
+            threshold,
+            "binary" if binary else "float32" if float32 else "probability",
+            gsd,
+            _parse_pair(percentiles, "--percentiles"),
+            sieve,
+            simplify,
+            min_area,
+            overwrite,
+            ProgressFormat.none if quiet else progress,
+        )
     if json_output:
         typer.echo(json.dumps(summary))
     elif not quiet:
@@ -308,85 +274,18 @@ def _run_segment(
         overwrite=overwrite,
     )
     loaded = load_model(model_spec, device)
-    with _progress_reporter(progress) as report:
-        result = segment(input, expression, loaded, outputs, options, report, sys.argv)
+    if progress is ProgressFormat.json:
+        result = segment(input, expression, loaded, outputs, options, _json_progress, sys.argv)
+    else:
+        with TerminalProgress("tiles", progress is ProgressFormat.bar) as bar:
+            result = segment(input, expression, loaded, outputs, options, bar, sys.argv)
     return result.to_dict()
 
 
-class _progress_reporter:
-    """A progress callback writing a rich bar or JSON lines to stderr."""
-
-    def __init__(self, fmt: ProgressFormat) -> None:
-        self.fmt = fmt
-        self._bar: Any = None
-        self._task: Any = None
-
-    def __enter__(self) -> Any:
-        if self.fmt is ProgressFormat.none:
-            return None
-        if self.fmt is ProgressFormat.json:
-            return self._json
-        # A bar is for people at a terminal; logs and pipes get nothing rather than noise.
-        return self._rich if sys.stderr.isatty() else None
-
-    def _json(self, done: int, total: int) -> None:
-        sys.stderr.write(json.dumps({"event": "progress", "done": done, "total": total}) + "\n")
-        sys.stderr.flush()
-
-    def _rich(self, done: int, total: int) -> None:
-        if self._bar is None:
-            from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
-
-            self._bar = Progress(
-                TextColumn("tiles"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-                console=Console(stderr=True),
-                transient=True,
-            )
-            self._bar.start()
-            self._task = self._bar.add_task("tiles", total=total)
-        self._bar.update(self._task, completed=done)
-
-    def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-
-
-def _show_warning(
-    message: Any,
-    category: Any,
-    filename: str,
-    lineno: int,
-    file: Any = None,
-    line: str | None = None,
-) -> None:
-    typer.echo(f"rrsis: warning: {message}", err=True)
-
-
-def _internal_error(error: Exception) -> NoReturn:
-    if os.environ.get("RRSIS_DEBUG"):
-        raise error
-    import rasterio.errors
-
-    if isinstance(error, rasterio.errors.RasterioError):
-        _fail(f"GDAL could not complete: {error}")
-    first_line = str(error).splitlines()[0] if str(error) else ""
-    _fail(
-        f"internal error: {type(error).__name__}: {first_line} "
-        "(set RRSIS_DEBUG=1 for the traceback)",
-        EXIT_INTERNAL_ERROR,
-    )
+def _json_progress(done: int, total: int) -> None:
+    """Machine-readable progress (the QGIS plugin parses it): one JSON object per line."""
+    sys.stderr.write(json.dumps({"event": "progress", "done": done, "total": total}) + "\n")
+    sys.stderr.flush()
 
 
 @app.command()
@@ -416,19 +315,11 @@ def train(
     ] = None,
 ) -> None:
     """Train CroBIM on a benchmark; the same command runs under torchrun for DDP."""
-    from rrsis_geo.errors import RrsisError
-
-    signal.signal(signal.SIGTERM, _terminate)
-    try:
+    with command_errors("the last checkpoint is kept (--resume)"):
         from rrsis_geo.training.config import load_config
         from rrsis_geo.training.trainer import train as run_training
 
         run_dir = run_training(load_config(config, overrides or []), resume, stop_after)
-    except RrsisError as error:
-        _fail(str(error))
-    except KeyboardInterrupt:
-        typer.echo("rrsis: interrupted; the last checkpoint is kept (--resume)", err=True)
-        raise typer.Exit(EXIT_INTERRUPTED) from None
     typer.echo(f"rrsis: run folder {run_dir}", err=True)
 
 
@@ -478,9 +369,7 @@ def eval_command(
     ] = None,
 ) -> None:
     """Evaluate a checkpoint: Pr@0.5-0.9, oIoU, mIoU and per-category rows, protocol stated."""
-    from rrsis_geo.errors import RrsisError
-
-    try:
+    with command_errors("no results written"):
         result = _run_eval(
             checkpoint,
             dataset,
@@ -494,8 +383,6 @@ def eval_command(
             csv_out,
             predictions,
         )
-    except RrsisError as error:
-        _fail(str(error))
     if result is not None:
         typer.echo(result)
 
@@ -593,13 +480,10 @@ def models_info(
     revision: Annotated[str | None, typer.Option(help="Hub revision.", show_default=False)] = None,
 ) -> None:
     """Show what a config or checkpoint declares (as JSON)."""
-    from rrsis_geo.errors import RrsisError
-    from rrsis_geo.nn.crobim import describe
+    with command_errors("nothing shown"):
+        from rrsis_geo.nn.crobim import describe
 
-    try:
         typer.echo(json.dumps(describe(name_or_path, revision), indent=2))
-    except RrsisError as error:
-        _fail(str(error))
 
 
 def main() -> None:

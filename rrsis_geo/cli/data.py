@@ -9,108 +9,21 @@ Libraries are imported inside the commands so that ``rrsis --help`` stays fast.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import sys
-import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from types import FrameType
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
+
+from rrsis_geo.cli.common import TerminalProgress, command_errors, fail, user_warnings
 
 data_app = typer.Typer(
     help="Benchmark data sets (RRSIS-D, RefSegRS, RISBench, JSONL): convert and check.",
     no_args_is_help=True,
 )
 
-EXIT_USER_ERROR = 1
-EXIT_INTERNAL_ERROR = 3
-EXIT_INTERRUPTED = 130
 
 _LAYOUT_HELP = "auto (detect), rrsisd, refsegrs, risbench or jsonl."
 _IMAGES_HELP = "For a JSONL source: the folder its file_name values are relative to."
-
-
-def _fail(message: str, code: int = EXIT_USER_ERROR) -> NoReturn:
-    typer.echo(f"rrsis: error: {message}", err=True)
-    raise typer.Exit(code)
-
-
-def _terminate(signum: int, frame: FrameType | None) -> None:
-    # SIGTERM unwinds like Ctrl-C, so the temporary output is removed by whoever created it.
-    raise KeyboardInterrupt
-
-
-def _show_warning(
-    message: Any,
-    category: Any,
-    filename: str,
-    lineno: int,
-    file: Any = None,
-    line: str | None = None,
-) -> None:
-    typer.echo(f"rrsis: warning: {message}", err=True)
-
-
-@contextmanager
-def _errors_to_exit_codes(interrupted: str) -> Iterator[None]:
-    """Turn errors a user can fix into exit 1, interruptions into 130, bugs into 3."""
-    from rrsis_geo.errors import RrsisError
-
-    try:
-        yield
-    except RrsisError as error:
-        _fail(str(error))
-    except KeyboardInterrupt:
-        typer.echo(f"rrsis: interrupted; {interrupted}", err=True)
-        raise typer.Exit(EXIT_INTERRUPTED) from None
-    except typer.Exit:
-        raise
-    except Exception as error:
-        if os.environ.get("RRSIS_DEBUG"):
-            raise
-        first_line = str(error).splitlines()[0] if str(error) else ""
-        _fail(
-            f"internal error: {type(error).__name__}: {first_line} "
-            "(set RRSIS_DEBUG=1 for the traceback)",
-            EXIT_INTERNAL_ERROR,
-        )
-
-
-class _Progress:
-    """A rich bar on stderr when it is a terminal; nothing for pipes and logs."""
-
-    def __init__(self, label: str, enabled: bool) -> None:
-        self.label = label
-        self.enabled = enabled and sys.stderr.isatty()
-        self._bar: Any = None
-        self._task: Any = None
-
-    def __enter__(self) -> Callable[[int, int], None] | None:
-        return self._update if self.enabled else None
-
-    def _update(self, done: int, total: int) -> None:
-        if self._bar is None:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-            self._bar = Progress(
-                TextColumn(self.label),
-                BarColumn(),
-                MofNCompleteColumn(),
-                console=Console(stderr=True),
-                transient=True,
-            )
-            self._bar.start()
-            self._task = self._bar.add_task(self.label, total=total)
-        self._bar.update(self._task, completed=done)
-
-    def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            self._bar.stop()
 
 
 @data_app.command()
@@ -142,18 +55,8 @@ def convert(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or warnings.")] = False,
 ) -> None:
     """Convert a data set to the canonical JSONL (one object per line, COCO RLE masks)."""
-    signal.signal(signal.SIGTERM, _terminate)
     summaries: list[dict[str, Any]] = []
-    with (
-        _errors_to_exit_codes("no partial output left behind"),
-        warnings.catch_warnings(),
-    ):
-        warnings.simplefilter("ignore")
-        if not quiet:
-            from rrsis_geo.errors import RrsisWarning
-
-            warnings.simplefilter("default", RrsisWarning)
-        warnings.showwarning = _show_warning
+    with command_errors("no partial output left behind"), user_warnings(quiet):
         summaries = _run_convert(src, dst, layout, split, images, overwrite, quiet)
     if json_output:
         typer.echo(json.dumps(summaries))
@@ -196,7 +99,7 @@ def _run_convert(
         ]
     summaries = []
     for part, path in targets:
-        with _Progress(path.name, not quiet) as progress:
+        with TerminalProgress(path.name, not quiet) as progress:
             summaries.append(to_jsonl(part, path, overwrite, progress).to_dict())
     return summaries
 
@@ -244,11 +147,11 @@ def check(
 
     Also shows expression lengths. Exits 1 when it finds problems.
     """
-    with _errors_to_exit_codes("no report"):
+    with command_errors("no report"):
         from rrsis_geo.data.check import check_dataset, format_report, load_tokenizer
 
         loaded = load_tokenizer(tokenizer) if tokenizer is not None else None
-        with _Progress("samples", not quiet) as progress:
+        with TerminalProgress("samples", not quiet) as progress:
             report = check_dataset(
                 src,
                 split or None,
@@ -261,4 +164,4 @@ def check(
             )
         typer.echo(json.dumps(report.to_dict(), indent=2) if json_output else format_report(report))
         if not report.ok:
-            _fail(f"{report.problems} problems in {report.path}")
+            fail(f"{report.problems} problems in {report.path}")

@@ -1,0 +1,150 @@
+"""What every ``rrsis`` command shares: exit codes, error reporting, warnings, progress.
+
+Exit codes: 0 success; 1 a problem with the input or outputs (one line on stderr); 2 a
+command-line usage error; 3 an internal error (a bug: ``RRSIS_DEBUG=1`` shows the traceback);
+130 interrupted (Ctrl-C or SIGTERM), with no partial output left behind.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+from typing import Any, NoReturn
+
+import typer
+
+__all__ = [
+    "EXIT_INTERNAL_ERROR",
+    "EXIT_INTERRUPTED",
+    "EXIT_USER_ERROR",
+    "TerminalProgress",
+    "command_errors",
+    "fail",
+    "user_warnings",
+]
+
+EXIT_USER_ERROR = 1
+EXIT_INTERNAL_ERROR = 3
+EXIT_INTERRUPTED = 130
+
+
+def fail(message: str, code: int = EXIT_USER_ERROR) -> NoReturn:
+    """Print ``rrsis: error: message`` on stderr and exit with ``code``."""
+    typer.echo(f"rrsis: error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    # SIGTERM (QGIS's Cancel, a job scheduler) unwinds like Ctrl-C, so every temporary output
+    # is removed by the code that created it.
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def command_errors(interrupted: str) -> Iterator[None]:
+    """Run a command body: user errors exit 1, interruptions 130, bugs 3.
+
+    Args:
+        interrupted: What to tell the user after an interruption, e.g. "no output written".
+    """
+    from rrsis_geo.errors import RrsisError
+
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    except RrsisError as error:
+        fail(str(error))
+    except KeyboardInterrupt:
+        typer.echo(f"rrsis: interrupted; {interrupted}", err=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    except typer.Exit:
+        raise
+    except Exception as error:
+        if os.environ.get("RRSIS_DEBUG"):
+            raise
+        import rasterio.errors
+
+        if isinstance(error, rasterio.errors.RasterioError):
+            fail(f"GDAL could not complete: {error}")
+        first_line = str(error).splitlines()[0] if str(error) else ""
+        fail(
+            f"internal error: {type(error).__name__}: {first_line} "
+            "(set RRSIS_DEBUG=1 for the traceback)",
+            EXIT_INTERNAL_ERROR,
+        )
+
+
+def _show_warning(
+    message: Any,
+    category: Any,
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
+    typer.echo(f"rrsis: warning: {message}", err=True)
+
+
+@contextmanager
+def user_warnings(quiet: bool) -> Iterator[None]:
+    """Show rrsis's own warnings as one line each (none with ``quiet``); hide libraries'."""
+    from rrsis_geo.errors import RrsisWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if not quiet:
+            warnings.simplefilter("default", RrsisWarning)
+        warnings.showwarning = _show_warning
+        yield
+
+
+class TerminalProgress:
+    """A progress callback ``(done, total)`` drawing a rich bar on stderr.
+
+    Only for people at a terminal: with stderr redirected (logs, pipes, QGIS) it draws
+    nothing. Use as a context manager; it yields the callback, or None when disabled.
+    """
+
+    def __init__(self, label: str, enabled: bool = True) -> None:
+        self.label = label
+        self.enabled = enabled and sys.stderr.isatty()
+        self._bar: Any = None
+        self._task: Any = None
+
+    def __enter__(self) -> TerminalProgress | None:
+        return self if self.enabled else None
+
+    def __call__(self, done: int, total: int) -> None:
+        """Show ``done`` of ``total``."""
+        if self._bar is None:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self._bar = Progress(
+                TextColumn(self.label),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+                transient=True,
+            )
+            self._bar.start()
+            self._task = self._bar.add_task(self.label, total=total)
+        self._bar.update(self._task, completed=done)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
