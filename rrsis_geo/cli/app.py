@@ -20,7 +20,15 @@ from typing import Annotated, Any
 import typer
 
 from rrsis_geo import __version__
-from rrsis_geo.cli.common import TerminalProgress, command_errors, fail, user_warnings
+from rrsis_geo.cli.common import (
+    JsonOption,
+    OverwriteOption,
+    QuietOption,
+    TerminalProgress,
+    command_errors,
+    fail,
+    user_warnings,
+)
 from rrsis_geo.cli.data import data_app
 
 app = typer.Typer(
@@ -181,13 +189,9 @@ def segment(
     min_area: Annotated[
         float, typer.Option(help="Drop polygons under this area in m².", min=0)
     ] = 0.0,
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace existing outputs.")
-    ] = False,
-    json_output: Annotated[
-        bool, typer.Option("--json", help="Print a JSON summary on stdout.")
-    ] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or warnings.")] = False,
+    overwrite: OverwriteOption = False,
+    json_output: JsonOption = False,
+    quiet: QuietOption = False,
     progress: Annotated[
         ProgressFormat, typer.Option(help="Progress on stderr: a bar, JSON lines, or none.")
     ] = ProgressFormat.bar,

@@ -14,7 +14,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
-from typing import Any, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -22,6 +22,9 @@ __all__ = [
     "EXIT_INTERNAL_ERROR",
     "EXIT_INTERRUPTED",
     "EXIT_USER_ERROR",
+    "JsonOption",
+    "OverwriteOption",
+    "QuietOption",
     "TerminalProgress",
     "command_errors",
     "fail",
@@ -31,6 +34,11 @@ __all__ = [
 EXIT_USER_ERROR = 1
 EXIT_INTERNAL_ERROR = 3
 EXIT_INTERRUPTED = 130
+
+# Options several commands share, declared once so they read and behave the same everywhere.
+OverwriteOption = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")]
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or warnings.")]
 
 
 def fail(message: str, code: int = EXIT_USER_ERROR) -> NoReturn:

@@ -14,7 +14,15 @@ from typing import Annotated, Any
 
 import typer
 
-from rrsis_geo.cli.common import TerminalProgress, command_errors, fail, user_warnings
+from rrsis_geo.cli.common import (
+    JsonOption,
+    OverwriteOption,
+    QuietOption,
+    TerminalProgress,
+    command_errors,
+    fail,
+    user_warnings,
+)
 
 data_app = typer.Typer(
     help="Benchmark data sets (RRSIS-D, RefSegRS, RISBench, JSONL): convert and check.",
@@ -46,13 +54,9 @@ def convert(
     layout: Annotated[str, typer.Option(help=_LAYOUT_HELP)] = "auto",
     split: Annotated[str, typer.Option(help="all, train, val or test.")] = "all",
     images: Annotated[Path | None, typer.Option(help=_IMAGES_HELP, show_default=False)] = None,
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace existing outputs.")
-    ] = False,
-    json_output: Annotated[
-        bool, typer.Option("--json", help="Print a JSON summary on stdout.")
-    ] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or warnings.")] = False,
+    overwrite: OverwriteOption = False,
+    json_output: JsonOption = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Convert a data set to the canonical JSONL (one object per line, COCO RLE masks)."""
     summaries: list[dict[str, Any]] = []
