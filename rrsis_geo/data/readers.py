@@ -301,7 +301,44 @@ def _phrase_files(root: Path, split: str | None, kind: str) -> dict[str, Path]:
     return {split: present[split]}
 
 
-class RefSegRSReader(ReferringDataset):
+class _PhraseFileReader(ReferringDataset):
+    """Image folder, mask folder and ``output_phrase_<split>.txt`` files of token lines.
+
+    Each phrase line is ``<token> <expression words ...>``; subclasses name the folders and
+    map a token to ``(sample_id, image_id, file_name)``.
+    """
+
+    label = ""
+    images_folder = ""
+    masks_folder = ""
+
+    def __init__(self, root: str | Path, split: str | None = None) -> None:
+        root = Path(root)
+        split = _split_filter(split)
+        self.images_dir, self.masks_dir = root / self.images_folder, root / self.masks_folder
+        records = []
+        for name, path in _phrase_files(root, split, self.label).items():
+            for _, token, expression in _phrase_lines(path):
+                sample_id, image_id, file_name = self.names(token)
+                records.append(
+                    Record(
+                        sample_id=sample_id,
+                        image_id=image_id,
+                        expression=expression,
+                        split=name,
+                        file_name=file_name,
+                        image_path=self.images_dir / file_name,
+                        mask_path=self.masks_dir / file_name,
+                    )
+                )
+        super().__init__(root, split, records)
+
+    def names(self, token: str) -> tuple[str, str, str]:
+        """``(sample_id, image_id, file_name)`` of a phrase line's first token."""
+        raise NotImplementedError
+
+
+class RefSegRSReader(_PhraseFileReader):
     """RefSegRS: ``images/<id>.tif``, ``masks/<id>.tif``, ``output_phrase_<split>.txt``.
 
     Each phrase line is ``<id> <expression words ...>``; the id is the sample id and the
@@ -316,36 +353,21 @@ class RefSegRSReader(ReferringDataset):
     """
 
     name = "refsegrs"
+    label = "RefSegRS"
+    images_folder, masks_folder = "images", "masks"
     mask_threshold = 50
 
-    def __init__(self, root: str | Path, split: str | None = None) -> None:
-        root = Path(root)
-        split = _split_filter(split)
-        self.images_dir, self.masks_dir = root / "images", root / "masks"
-        records = []
-        for name, path in _phrase_files(root, split, "RefSegRS").items():
-            for _, token, expression in _phrase_lines(path):
-                stem = token[: -len(Path(token).suffix)] if _is_tiff(token) else token
-                file_name = f"{stem}.tif"
-                records.append(
-                    Record(
-                        sample_id=stem,
-                        image_id=stem,
-                        expression=expression,
-                        split=name,
-                        file_name=file_name,
-                        image_path=self.images_dir / file_name,
-                        mask_path=self.masks_dir / file_name,
-                    )
-                )
-        super().__init__(root, split, records)
+    def names(self, token: str) -> tuple[str, str, str]:
+        """The id is both sample and image id; files are ``<id>.tif``."""
+        stem = token[: -len(Path(token).suffix)] if _is_tiff(token) else token
+        return stem, stem, f"{stem}.tif"
 
 
 def _is_tiff(token: str) -> bool:
     return Path(token).suffix.lower() in {".tif", ".tiff"}
 
 
-class RISBenchReader(ReferringDataset):
+class RISBenchReader(_PhraseFileReader):
     """RISBench: ``img_rgb/<name>.png``, ``mask/<name>.png``, ``output_phrase_<split>.txt``.
 
     Each phrase line is ``<file_name.png> <expression ...>``. The split is the phrase file's,
@@ -363,28 +385,14 @@ class RISBenchReader(ReferringDataset):
     """
 
     name = "risbench"
+    label = "RISBench"
+    images_folder, masks_folder = "img_rgb", "mask"
     mask_threshold = 0
 
-    def __init__(self, root: str | Path, split: str | None = None) -> None:
-        root = Path(root)
-        split = _split_filter(split)
-        self.images_dir, self.masks_dir = root / "img_rgb", root / "mask"
-        records = []
-        for name, path in _phrase_files(root, split, "RISBench").items():
-            for _, token, expression in _phrase_lines(path):
-                file_name = token if Path(token).suffix else f"{token}.png"
-                records.append(
-                    Record(
-                        sample_id=Path(file_name).stem,
-                        image_id=file_name,
-                        expression=expression,
-                        split=name,
-                        file_name=file_name,
-                        image_path=self.images_dir / file_name,
-                        mask_path=self.masks_dir / file_name,
-                    )
-                )
-        super().__init__(root, split, records)
+    def names(self, token: str) -> tuple[str, str, str]:
+        """The sample id is the file stem, the image id the file name."""
+        file_name = token if Path(token).suffix else f"{token}.png"
+        return Path(file_name).stem, file_name, file_name
 
 
 # --- canonical JSONL -------------------------------------------------------------------------
