@@ -50,6 +50,8 @@ class CroBIMPredictor:
         self, model: CroBIM, tokenizer: Any, device: str = "auto", sha256: str | None = None
     ) -> None:
         self.device = resolve_device(device)
+        # Convolutions run ~15% faster on channels-last tensors (measured on CPU, batch 8).
+        model.to(memory_format=torch.channels_last)
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
         self.metadata: ModelMetadata = model.config.metadata(sha256)
@@ -79,6 +81,7 @@ class CroBIMPredictor:
     def predict(self, tiles: np.ndarray, encoded: TextState) -> TilePrediction:
         """Probabilities ``(B, H, W)`` and presence ``(B,)`` for normalized tiles."""
         batch = torch.from_numpy(np.ascontiguousarray(tiles)).to(self.device)
+        batch = batch.contiguous(memory_format=torch.channels_last)
         size = self.model.config.input_size
         height, width = batch.shape[-2:]
         if (height, width) != (size, size):
