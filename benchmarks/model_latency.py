@@ -26,7 +26,6 @@ import platform
 import shlex
 import statistics
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -36,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from reporting import cpu_model, ram_gib, write_section
 from torch import nn
 
 from rrsis_geo.inference.predictor import CroBIMPredictor
@@ -43,6 +43,7 @@ from rrsis_geo.nn.crobim import CroBIM
 from rrsis_geo.nn.encoders import load_tokenizer
 
 HERE = Path(__file__).resolve().parent
+
 ROOT = HERE.parent
 BEGIN, END = "<!-- model-latency:begin -->", "<!-- model-latency:end -->"
 FIG_BEGIN, FIG_END = "<!-- figures:begin -->", "<!-- figures:end -->"
@@ -131,17 +132,10 @@ class ConfigResult:
 
 def machine() -> dict[str, str]:
     """CPU count, CPU model, RAM and platform."""
-    model = "unknown CPU"
-    with open("/proc/cpuinfo") as cpuinfo:
-        model = next(
-            (ln.split(":", 1)[1].strip() for ln in cpuinfo if ln.startswith("model name")), model
-        )
-    with open("/proc/meminfo") as meminfo:
-        kib = next(int(ln.split()[1]) for ln in meminfo if ln.startswith("MemTotal"))
     return {
         "nproc": str(os.cpu_count()),
-        "cpu": model,
-        "ram": f"{kib / 1024**2:.1f} GiB",
+        "cpu": cpu_model(),
+        "ram": f"{ram_gib():.1f} GiB",
         "platform": platform.platform(),
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -576,29 +570,6 @@ def figures(r: ConfigResult, info: dict[str, str], command: str, date: str) -> s
             f"({r.share.plain_passes} plain pass, {r.share.prompted_passes} prompted passes).",
         ]
     return "\n".join(lines)
-
-
-def write_section(path: Path, body: str, begin: str, end: str, title: str) -> None:
-    """Replace the text between the markers in ``path``, or append it (creating the file).
-
-    The file is read right before it is replaced (atomically), so that other sections edited
-    meanwhile are kept as far as possible.
-    """
-    section = f"{begin}\n{body}\n{end}"
-    text = path.read_text() if path.exists() else f"# {title}\n"
-    if begin in text and end in text:
-        head, rest = text.split(begin, 1)
-        text = head + section + rest.split(end, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as tmp:
-        tmp.write(text)
-    if path.exists():
-        os.chmod(tmp.name, path.stat().st_mode & 0o777)
-    else:
-        os.chmod(tmp.name, 0o644)
-    os.replace(tmp.name, path)
 
 
 def main() -> None:

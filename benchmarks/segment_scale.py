@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from make_scene import make_scene
+from reporting import machine_line, write_section
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -82,19 +83,6 @@ def rrsis_command() -> str:
     """The ``rrsis`` script beside this interpreter (no pyenv shim in the timing)."""
     beside = Path(sys.executable).with_name("rrsis")
     return str(beside) if beside.exists() else shutil.which("rrsis") or "rrsis"
-
-
-def machine() -> str:
-    """CPU count, CPU model and RAM, in one line."""
-    model, ram = "unknown CPU", 0.0
-    with open("/proc/cpuinfo") as cpuinfo:
-        model = next(
-            (ln.split(":", 1)[1].strip() for ln in cpuinfo if ln.startswith("model name")), model
-        )
-    with open("/proc/meminfo") as meminfo:
-        kib = next(int(ln.split()[1]) for ln in meminfo if ln.startswith("MemTotal"))
-        ram = kib / 1024**2
-    return f"{os.cpu_count()} CPUs ({model}), {ram:.1f} GiB RAM, {platform.platform()}"
 
 
 def source_digest() -> str:
@@ -194,7 +182,7 @@ def report(results: list[Result], command: str) -> str:
             "",
             f"Produced by `{command}` on {datetime.date.today().isoformat()}.",
             "",
-            f"- Machine: {machine()}",
+            f"- Machine: {machine_line()}",
             f"- Software: {versions()}",
             f"- Scene: synthetic N x N x 3 uint8 GeoTIFF, 512 x 512 tiles, DEFLATE "
             f"(`benchmarks/make_scene.py`); model `{MODEL}`; repeats per size: "
@@ -230,19 +218,6 @@ def report(results: list[Result], command: str) -> str:
     )
 
 
-def write_section(path: Path, body: str) -> None:
-    """Replace the text between the markers in ``path``, or append it (creating the file)."""
-    text = path.read_text() if path.exists() else "# Performance\n"
-    section = f"{BEGIN}\n{body}\n{END}"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + section + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="5000,10000,20000")
@@ -266,7 +241,7 @@ def main() -> None:
     body = report(results, command)
     print(body)
     if not args.no_doc:
-        write_section(args.doc, body)
+        write_section(args.doc, body, BEGIN, END)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ import argparse
 import csv
 import datetime
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,7 @@ import numpy as np
 import torch
 import yaml
 from PIL import Image
+from reporting import machine_line, write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 RRSISD_TRAIN = 12_181
@@ -93,19 +93,6 @@ def run(size: int, steps: int, batch: int, data: Path, work: Path) -> dict[str, 
     }
 
 
-def machine() -> str:
-    model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{os.cpu_count()} CPUs ({model}), {memory:.1f} GiB RAM"
-
-
 def render(results: list[dict[str, float]], command: str) -> str:
     lines = [
         BEGIN,
@@ -113,8 +100,8 @@ def render(results: list[dict[str, float]], command: str) -> str:
         "",
         f"Produced by `{command}` on {datetime.date.today().isoformat()}.",
         "",
-        f"- Machine: {machine()}; torch {torch.__version__}, {torch.get_num_threads()} threads,"
-        " float32 (AMP is GPU-only).",
+        f"- Machine: {machine_line()}; torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, float32 (AMP is GPU-only).",
         "- Method: `rrsis train` as a child process on random 512 x 512 RISBench-layout chips "
         "(resized to the input size), AdamW, batch as below; samples/s from `train_log.csv` "
         "leaving out the first step; peak RSS from `os.wait4`; the projection is "
@@ -153,14 +140,8 @@ def main() -> None:
     text = render(results, command.strip())
     print(text)
     if not args.no_doc:
-        doc = ROOT / "docs" / "performance.md"
-        current = doc.read_text() if doc.exists() else "# Performance\n"
-        if BEGIN in current:
-            head, rest = current.split(BEGIN, 1)
-            current = head + text + rest.split(END, 1)[1]
-        else:
-            current = current.rstrip("\n") + "\n\n" + text + "\n"
-        doc.write_text(current)
+        body = text.removeprefix(BEGIN + "\n").removesuffix("\n" + END)
+        write_section(ROOT / "docs" / "performance.md", body, BEGIN, END)
 
 
 if __name__ == "__main__":
