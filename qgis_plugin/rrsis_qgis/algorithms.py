@@ -1,0 +1,407 @@
+"""The Processing algorithms: segment one expression, or a table of expressions."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+from typing import Any
+
+from qgis.core import (
+    Qgis,
+    QgsMessageLog,
+    QgsProcessing,
+    QgsProcessingAlgorithm,
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProcessingMultiStepFeedback,
+    QgsProcessingOutputMultipleLayers,
+    QgsProcessingOutputNumber,
+    QgsProcessingOutputString,
+    QgsProcessingParameterBoolean,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterFolderDestination,
+    QgsProcessingParameterMatrix,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterDestination,
+    QgsProcessingParameterRasterLayer,
+    QgsProcessingParameterString,
+    QgsProcessingParameterVectorDestination,
+)
+from qgis.PyQt.QtCore import QCoreApplication
+
+from .inputs import raster_file_for
+from .runner import Executable, RrsisError, check_executable, find_executable, run_rrsis
+from .segment_options import (
+    CHOICE,
+    DECIMAL,
+    FIXED_ARGUMENTS,
+    INTEGER,
+    SEGMENT_OPTIONS,
+    CliOption,
+    segment_arguments,
+)
+from .settings import configured_executable
+from .styles import load_on_completion
+
+LOG_TAG = "rrsis"
+
+
+def _cli_parameter(option: CliOption) -> QgsProcessingParameterDefinition:
+    """The Processing parameter for one :class:`CliOption`."""
+    optional = option.default is None
+    if option.kind in (INTEGER, DECIMAL):
+        number_type = (
+            QgsProcessingParameterNumber.Integer
+            if option.kind == INTEGER
+            else QgsProcessingParameterNumber.Double
+        )
+        parameter = QgsProcessingParameterNumber(
+            option.name, option.description, number_type, option.default, optional
+        )
+        if option.minimum is not None:
+            parameter.setMinimum(option.minimum)
+        if option.maximum is not None:
+            parameter.setMaximum(option.maximum)
+    elif option.kind == CHOICE:
+        parameter = QgsProcessingParameterEnum(
+            option.name,
+            option.description,
+            [label for label, _ in option.choices],
+            defaultValue=0,
+        )
+    else:
+        parameter = QgsProcessingParameterString(
+            option.name, option.description, option.default, optional=optional
+        )
+    if option.advanced:
+        parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+    if option.help:
+        parameter.setHelp(option.help)
+    return parameter
+
+
+def _slug(text: str, limit: int = 40) -> str:
+    """A file-name-safe short form of an expression."""
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:limit].rstrip("_") or "expression"
+
+
+class SegmentingAlgorithm(QgsProcessingAlgorithm):
+    """What both algorithms share: the rrsis options, the executable, running one segment."""
+
+    INPUT = "INPUT"
+
+    def tr(self, text: str) -> str:
+        """Translate ``text``."""
+        return QCoreApplication.translate("rrsis", text)
+
+    def group(self) -> str:
+        """No group: the algorithms sit directly under the provider."""
+        return ""
+
+    def groupId(self) -> str:
+        """No group id."""
+        return ""
+
+    def add_cli_parameters(self) -> None:
+        """Add one parameter per entry of :data:`SEGMENT_OPTIONS`."""
+        for option in SEGMENT_OPTIONS:
+            self.addParameter(_cli_parameter(option))
+
+    def cli_values(self, parameters: dict[str, Any], context: QgsProcessingContext) -> dict:
+        """The chosen value of each CLI option; None where left unset (the CLI's default)."""
+        values: dict[str, Any] = {}
+        for option in SEGMENT_OPTIONS:
+            raw = parameters.get(option.name)
+            if raw is None or raw == "":
+                values[option.name] = None
+            elif option.kind == INTEGER:
+                values[option.name] = self.parameterAsInt(parameters, option.name, context)
+            elif option.kind == DECIMAL:
+                values[option.name] = self.parameterAsDouble(parameters, option.name, context)
+            elif option.kind == CHOICE:
+                values[option.name] = self.parameterAsEnum(parameters, option.name, context)
+            else:
+                values[option.name] = self.parameterAsString(parameters, option.name, context)
+        return values
+
+    def executable(self) -> Executable:
+        """The configured or detected rrsis, checked; a clear error otherwise."""
+        try:
+            return check_executable(find_executable(configured_executable()))
+        except RrsisError as error:
+            raise QgsProcessingException(str(error)) from None
+
+    def input_file(
+        self,
+        parameters: dict[str, Any],
+        context: QgsProcessingContext,
+        feedback: QgsProcessingFeedback,
+    ) -> str:
+        """The input layer as a file rrsis reads (see :func:`raster_file_for`)."""
+        layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
+        if layer is None:
+            raise QgsProcessingException(self.invalidRasterError(parameters, self.INPUT))
+        return raster_file_for(layer, context, feedback)
+
+    def segment(
+        self,
+        executable: Executable,
+        input_path: str,
+        expression: str,
+        outputs: list[str],
+        values: dict[str, Any],
+        feedback: QgsProcessingFeedback,
+    ) -> dict[str, Any]:
+        """Run ``rrsis segment`` once; its stderr goes to the QGIS log.
+
+        Returns:
+            The JSON summary rrsis printed.
+
+        Raises:
+            QgsProcessingException: With rrsis's one-line message, or after a cancel.
+        """
+        arguments = ["segment", *segment_arguments(values), *FIXED_ARGUMENTS]
+        for output in outputs:
+            arguments += ["--output", output]
+        # "--" so that an expression starting with "-" is not read as an option.
+        arguments += ["--", input_path, expression]
+
+        def started(pid: int, command: list[str]) -> None:
+            feedback.pushCommandInfo(shlex.join(command))
+            feedback.pushInfo(f"rrsis {executable.version_text} started (process {pid})")
+            QgsMessageLog.logMessage(f"started (process {pid}): {shlex.join(command)}", LOG_TAG)
+
+        def progressed(done: int, total: int) -> None:
+            if total > 0:
+                feedback.setProgress(100.0 * done / total)
+
+        def message(line: str) -> None:
+            warning = line.startswith(("rrsis: warning:", "rrsis: error:"))
+            QgsMessageLog.logMessage(line, LOG_TAG, Qgis.Warning if warning else Qgis.Info)
+            if line.startswith("rrsis: warning:"):
+                feedback.pushWarning(line)
+            else:
+                feedback.pushConsoleInfo(line)
+
+        try:
+            result = run_rrsis(
+                executable, arguments, progressed, message, feedback.isCanceled, started
+            )
+        except RrsisError as error:
+            QgsMessageLog.logMessage(str(error), LOG_TAG, Qgis.Critical)
+            raise QgsProcessingException(str(error)) from None
+        summary = result.summary
+        timings = summary.get("timings", {})
+        feedback.pushInfo(
+            f"model {summary.get('model')}: {summary.get('tiles', {}).get('total')} tiles, "
+            f"{summary.get('polygons')} polygons, {timings.get('total', 0):.1f} s"
+        )
+        return summary
+
+
+class SegmentAlgorithm(SegmentingAlgorithm):
+    """Segment the object one referring expression names, as a raster and/or polygons."""
+
+    EXPRESSION = "EXPRESSION"
+    OUTPUT_RASTER = "OUTPUT_RASTER"
+    OUTPUT_POLYGONS = "OUTPUT_POLYGONS"
+    POLYGON_COUNT = "POLYGON_COUNT"
+    MODEL_NAME = "MODEL_NAME"
+
+    def name(self) -> str:
+        """The id within the provider."""
+        return "segment"
+
+    def displayName(self) -> str:
+        """The name in the Toolbox."""
+        return self.tr("Segment by referring expression")
+
+    def shortHelpString(self) -> str:
+        """Help shown beside the dialog."""
+        return self.tr(
+            'Finds the object a sentence refers to ("the largest storage tank", "the ship '
+            'closest to the pier") in a georeferenced raster and writes it as a probability '
+            "raster and/or polygons with a score field, in the input's CRS.\n\n"
+            "The model runs in the rrsis command line of its own Python environment, not inside "
+            "QGIS: install rrsis-geo there and set its rrsis under Settings > Options > "
+            "Processing > Providers (or put rrsis on PATH). Cancel stops it and leaves no "
+            "output. Empty optional values use the model's own settings."
+        )
+
+    def createInstance(self) -> SegmentAlgorithm:
+        """A fresh copy (Processing runs each execution on its own instance)."""
+        return SegmentAlgorithm()
+
+    def initAlgorithm(self, config: dict | None = None) -> None:
+        """Declare the parameters and outputs."""
+        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, self.tr("Input raster")))
+        self.addParameter(
+            QgsProcessingParameterString(
+                self.EXPRESSION,
+                self.tr("Referring expression"),
+                defaultValue="",
+            )
+        )
+        self.add_cli_parameters()
+        self.addParameter(
+            QgsProcessingParameterRasterDestination(
+                self.OUTPUT_RASTER,
+                self.tr("Probability raster"),
+                optional=True,
+                createByDefault=True,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterVectorDestination(
+                self.OUTPUT_POLYGONS,
+                self.tr("Polygons"),
+                QgsProcessing.TypeVectorPolygon,
+                optional=True,
+                createByDefault=True,
+            )
+        )
+        self.addOutput(QgsProcessingOutputNumber(self.POLYGON_COUNT, self.tr("Polygon count")))
+        self.addOutput(QgsProcessingOutputString(self.MODEL_NAME, self.tr("Model")))
+
+    def processAlgorithm(
+        self,
+        parameters: dict[str, Any],
+        context: QgsProcessingContext,
+        feedback: QgsProcessingFeedback,
+    ) -> dict[str, Any]:
+        """Run rrsis and return the result files."""
+        expression = self.parameterAsString(parameters, self.EXPRESSION, context).strip()
+        if not expression:
+            raise QgsProcessingException(self.tr("the referring expression is empty"))
+        raster = self.parameterAsOutputLayer(parameters, self.OUTPUT_RASTER, context)
+        polygons = self.parameterAsOutputLayer(parameters, self.OUTPUT_POLYGONS, context)
+        outputs = [path for path in (raster, polygons) if path]
+        if not outputs:
+            raise QgsProcessingException(
+                self.tr("no output chosen: ask for the probability raster, the polygons or both")
+            )
+        executable = self.executable()
+        input_path = self.input_file(parameters, context, feedback)
+        values = self.cli_values(parameters, context)
+        summary = self.segment(executable, input_path, expression, outputs, values, feedback)
+        if raster:
+            load_on_completion(context, raster, f"{expression} (probability)", "", True)
+        if polygons:
+            load_on_completion(context, polygons, expression, "", False)
+        return {
+            self.OUTPUT_RASTER: raster or None,
+            self.OUTPUT_POLYGONS: polygons or None,
+            self.POLYGON_COUNT: summary.get("polygons"),
+            self.MODEL_NAME: summary.get("model"),
+        }
+
+
+class BatchSegmentAlgorithm(SegmentingAlgorithm):
+    """Segment several expressions over one raster, one result pair per expression."""
+
+    EXPRESSIONS = "EXPRESSIONS"
+    WRITE_RASTER = "WRITE_RASTER"
+    WRITE_POLYGONS = "WRITE_POLYGONS"
+    OUTPUT_FOLDER = "OUTPUT_FOLDER"
+    OUTPUT_LAYERS = "OUTPUT_LAYERS"
+
+    def name(self) -> str:
+        """The id within the provider."""
+        return "batchsegment"
+
+    def displayName(self) -> str:
+        """The name in the Toolbox."""
+        return self.tr("Batch segment")
+
+    def shortHelpString(self) -> str:
+        """Help shown beside the dialog."""
+        return self.tr(
+            "Segments each expression of a table over the same raster. Each expression N "
+            "writes NN_<expression>.tif (probability) and NN_<expression>.gpkg (polygons) into "
+            "the output folder. Expressions run one after another, each in its own rrsis "
+            "process; after a Cancel the completed ones are kept and the running one leaves "
+            "nothing. From qgis_process, give --EXPRESSIONS once per expression."
+        )
+
+    def createInstance(self) -> BatchSegmentAlgorithm:
+        """A fresh copy (Processing runs each execution on its own instance)."""
+        return BatchSegmentAlgorithm()
+
+    def initAlgorithm(self, config: dict | None = None) -> None:
+        """Declare the parameters and outputs."""
+        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, self.tr("Input raster")))
+        self.addParameter(
+            QgsProcessingParameterMatrix(
+                self.EXPRESSIONS,
+                self.tr("Referring expressions"),
+                numberRows=1,
+                hasFixedNumberRows=False,
+                headers=[self.tr("Expression")],
+            )
+        )
+        self.add_cli_parameters()
+        self.addParameter(
+            QgsProcessingParameterBoolean(
+                self.WRITE_RASTER, self.tr("Write probability rasters"), True
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterBoolean(self.WRITE_POLYGONS, self.tr("Write polygons"), True)
+        )
+        self.addParameter(
+            QgsProcessingParameterFolderDestination(self.OUTPUT_FOLDER, self.tr("Output folder"))
+        )
+        self.addOutput(QgsProcessingOutputMultipleLayers(self.OUTPUT_LAYERS, self.tr("Results")))
+
+    def processAlgorithm(
+        self,
+        parameters: dict[str, Any],
+        context: QgsProcessingContext,
+        feedback: QgsProcessingFeedback,
+    ) -> dict[str, Any]:
+        """Run rrsis and return the result files."""
+        cells = self.parameterAsMatrix(parameters, self.EXPRESSIONS, context)
+        expressions = [str(cell).strip() for cell in cells if str(cell or "").strip()]
+        if not expressions:
+            raise QgsProcessingException(self.tr("the table of expressions is empty"))
+        extensions = [
+            extension
+            for extension, wanted in (
+                (".tif", self.parameterAsBoolean(parameters, self.WRITE_RASTER, context)),
+                (".gpkg", self.parameterAsBoolean(parameters, self.WRITE_POLYGONS, context)),
+            )
+            if wanted
+        ]
+        if not extensions:
+            raise QgsProcessingException(
+                self.tr("no output chosen: write probability rasters, polygons or both")
+            )
+        folder = self.parameterAsFileOutput(parameters, self.OUTPUT_FOLDER, context)
+        os.makedirs(folder, exist_ok=True)
+        executable = self.executable()
+        input_path = self.input_file(parameters, context, feedback)
+        values = self.cli_values(parameters, context)
+        steps = QgsProcessingMultiStepFeedback(len(expressions), feedback)
+        written: list[str] = []
+        for index, expression in enumerate(expressions):
+            steps.setCurrentStep(index)
+            steps.pushInfo(f"[{index + 1}/{len(expressions)}] {expression}")
+            stem = os.path.join(folder, f"{index + 1:02d}_{_slug(expression)}")
+            outputs = [stem + extension for extension in extensions]
+            try:
+                self.segment(executable, input_path, expression, outputs, values, steps)
+            except QgsProcessingException as error:
+                if feedback.isCanceled() and written:
+                    raise QgsProcessingException(
+                        f"{error}; the {index} expressions before it are complete in {folder}"
+                    ) from None
+                raise
+            written += outputs
+            for output in outputs:
+                is_raster = output.endswith(".tif")
+                name = f"{expression} (probability)" if is_raster else expression
+                load_on_completion(context, output, name, self.OUTPUT_LAYERS, is_raster)
+        return {self.OUTPUT_FOLDER: folder, self.OUTPUT_LAYERS: written}

@@ -1,0 +1,123 @@
+"""How results look when they load: a probability colour ramp and semi-transparent polygons."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from qgis.core import (
+    QgsColorRampShader,
+    QgsFillSymbol,
+    QgsMapLayer,
+    QgsProcessingContext,
+    QgsProcessingFeedback,
+    QgsProcessingLayerPostProcessorInterface,
+    QgsProcessingUtils,
+    QgsRasterLayer,
+    QgsRasterShader,
+    QgsSingleBandPseudoColorRenderer,
+    QgsSingleSymbolRenderer,
+    QgsVectorLayer,
+)
+from qgis.PyQt.QtGui import QColor
+
+# Probability 0-1 (QGIS applies the 1/254 scale of the 8-bit raster itself): transparent
+# where the object is unlikely, so the scene shows through, then a warm ramp (magma-like)
+# that is readable over imagery.
+PROBABILITY_RAMP = (
+    (0.0, QColor(0, 0, 4, 0), "0"),
+    (0.25, QColor(81, 18, 124, 90), "0.25"),
+    (0.5, QColor(183, 55, 121, 170), "0.5"),
+    (0.75, QColor(252, 137, 97, 220), "0.75"),
+    (1.0, QColor(252, 253, 191, 255), "1"),
+)
+RASTER_OPACITY = 0.8
+POLYGON_STYLE = {
+    "color": "255,214,0,90",  # about 35% opaque yellow: the imagery stays visible
+    "outline_color": "255,214,0,255",
+    "outline_width": "0.6",
+}
+
+
+def style_probability(layer: QgsRasterLayer) -> None:
+    """Colour a probability raster with :data:`PROBABILITY_RAMP` (transparent at 0)."""
+    ramp = QgsColorRampShader(0.0, 1.0)
+    ramp.setColorRampType(QgsColorRampShader.Interpolated)
+    ramp.setColorRampItemList(
+        [
+            QgsColorRampShader.ColorRampItem(value, color, label)
+            for value, color, label in PROBABILITY_RAMP
+        ]
+    )
+    shader = QgsRasterShader(0.0, 1.0)
+    shader.setRasterShaderFunction(ramp)
+    renderer = QgsSingleBandPseudoColorRenderer(layer.dataProvider(), 1, shader)
+    renderer.setClassificationMin(0.0)
+    renderer.setClassificationMax(1.0)
+    layer.setRenderer(renderer)
+    layer.setOpacity(RASTER_OPACITY)
+    layer.triggerRepaint()
+
+
+def style_polygons(layer: QgsVectorLayer) -> None:
+    """Draw polygons with a semi-transparent fill and a solid outline."""
+    layer.setRenderer(QgsSingleSymbolRenderer(QgsFillSymbol.createSimple(POLYGON_STYLE)))
+    layer.triggerRepaint()
+
+
+def style_result(layer: QgsMapLayer) -> None:
+    """Style a result layer by its type (raster or polygons)."""
+    if isinstance(layer, QgsRasterLayer):
+        style_probability(layer)
+    elif isinstance(layer, QgsVectorLayer):
+        style_polygons(layer)
+
+
+class ResultStyler(QgsProcessingLayerPostProcessorInterface):
+    """Styles a result layer as Processing loads it into the project."""
+
+    # Processing holds post-processors by C++ pointer and uses them after the algorithm has
+    # returned; Python references keep them from being garbage-collected before that.
+    _alive: ClassVar[list[ResultStyler]] = []
+
+    def postProcessLayer(
+        self, layer: QgsMapLayer, context: QgsProcessingContext, feedback: QgsProcessingFeedback
+    ) -> None:
+        """Apply :func:`style_result` to ``layer``."""
+        style_result(layer)
+
+    @classmethod
+    def create(cls) -> ResultStyler:
+        """A new post-processor (one per layer: Processing takes ownership of each)."""
+        styler = cls()
+        cls._alive.append(styler)
+        return styler
+
+
+def load_on_completion(
+    context: QgsProcessingContext, path: str, name: str, output_name: str, is_raster: bool
+) -> None:
+    """Have Processing load ``path`` into the project when it finishes, styled, as ``name``.
+
+    Destinations the user asked to open are already queued: only their name and style are set.
+    Files the algorithm chose itself (batch results) are queued when there is a project.
+
+    Args:
+        context: The algorithm's context.
+        path: The result file.
+        name: Layer name.
+        output_name: The algorithm output the layer belongs to.
+        is_raster: Whether it is a raster (else polygons).
+    """
+    if context.willLoadLayerOnCompletion(path):
+        details = context.layerToLoadOnCompletionDetails(path)
+        details.name = name
+    elif context.project() is not None:
+        hints = QgsProcessingUtils.LayerHint
+        hint = hints.Raster if is_raster else hints.Vector
+        context.addLayerToLoadOnCompletion(
+            path, QgsProcessingContext.LayerDetails(name, context.project(), output_name, hint)
+        )
+        details = context.layerToLoadOnCompletionDetails(path)
+    else:
+        return
+    details.setPostProcessor(ResultStyler.create())
