@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import traceback
 from typing import Any
 
 from qgis.core import (
@@ -105,6 +106,33 @@ class SegmentingAlgorithm(QgsProcessingAlgorithm):
         """No group id."""
         return ""
 
+    def processAlgorithm(
+        self,
+        parameters: dict[str, Any],
+        context: QgsProcessingContext,
+        feedback: QgsProcessingFeedback,
+    ) -> dict[str, Any]:
+        """Run :meth:`execute`; a bug becomes a one-line message, its traceback goes to the log."""
+        try:
+            return self.execute(parameters, context, feedback)
+        except QgsProcessingException:
+            raise
+        except Exception as error:
+            QgsMessageLog.logMessage(traceback.format_exc(), LOG_TAG, Qgis.Critical)
+            raise QgsProcessingException(
+                f"internal error in the rrsis plugin: {type(error).__name__}: {error} "
+                "(the traceback is in the QGIS log, tab rrsis)"
+            ) from None
+
+    def execute(
+        self,
+        parameters: dict[str, Any],
+        context: QgsProcessingContext,
+        feedback: QgsProcessingFeedback,
+    ) -> dict[str, Any]:
+        """The algorithm's work (see :meth:`processAlgorithm`)."""
+        raise NotImplementedError
+
     def add_cli_parameters(self) -> None:
         """Add one parameter per entry of :data:`SEGMENT_OPTIONS`."""
         for option in SEGMENT_OPTIONS:
@@ -165,6 +193,9 @@ class SegmentingAlgorithm(QgsProcessingAlgorithm):
         """
         arguments = ["segment", *segment_arguments(values), *FIXED_ARGUMENTS]
         for output in outputs:
+            # Processing lets users (and models, and qgis_process) name files in folders that
+            # do not exist yet; rrsis refuses those, QGIS's own algorithms create them.
+            os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
             arguments += ["--output", output]
         # "--" so that an expression starting with "-" is not read as an option.
         arguments += ["--", input_path, expression]
@@ -179,11 +210,14 @@ class SegmentingAlgorithm(QgsProcessingAlgorithm):
                 feedback.setProgress(100.0 * done / total)
 
         def message(line: str) -> None:
-            warning = line.startswith(("rrsis: warning:", "rrsis: error:"))
-            QgsMessageLog.logMessage(line, LOG_TAG, Qgis.Warning if warning else Qgis.Info)
-            if line.startswith("rrsis: warning:"):
+            is_error = line.startswith("rrsis: error:")
+            is_warning = line.startswith("rrsis: warning:")
+            level = Qgis.Critical if is_error else Qgis.Warning if is_warning else Qgis.Info
+            QgsMessageLog.logMessage(line, LOG_TAG, level)
+            # The error line becomes the algorithm's error message: showing it twice is noise.
+            if is_warning:
                 feedback.pushWarning(line)
-            else:
+            elif not is_error:
                 feedback.pushConsoleInfo(line)
 
         try:
@@ -191,7 +225,6 @@ class SegmentingAlgorithm(QgsProcessingAlgorithm):
                 executable, arguments, progressed, message, feedback.isCanceled, started
             )
         except RrsisError as error:
-            QgsMessageLog.logMessage(str(error), LOG_TAG, Qgis.Critical)
             raise QgsProcessingException(str(error)) from None
         summary = result.summary
         timings = summary.get("timings", {})
@@ -266,7 +299,7 @@ class SegmentAlgorithm(SegmentingAlgorithm):
         self.addOutput(QgsProcessingOutputNumber(self.POLYGON_COUNT, self.tr("Polygon count")))
         self.addOutput(QgsProcessingOutputString(self.MODEL_NAME, self.tr("Model")))
 
-    def processAlgorithm(
+    def execute(
         self,
         parameters: dict[str, Any],
         context: QgsProcessingContext,
@@ -356,7 +389,7 @@ class BatchSegmentAlgorithm(SegmentingAlgorithm):
         )
         self.addOutput(QgsProcessingOutputMultipleLayers(self.OUTPUT_LAYERS, self.tr("Results")))
 
-    def processAlgorithm(
+    def execute(
         self,
         parameters: dict[str, Any],
         context: QgsProcessingContext,

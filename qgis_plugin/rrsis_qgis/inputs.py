@@ -9,6 +9,7 @@ from qgis.core import (
     QgsProcessingException,
     QgsProcessingFeedback,
     QgsProcessingUtils,
+    QgsRasterBlockFeedback,
     QgsRasterDataProvider,
     QgsRasterFileWriter,
     QgsRasterLayer,
@@ -65,6 +66,10 @@ def raster_file_for(
     pipe = QgsRasterPipe()
     if not pipe.set(provider.clone()):
         raise QgsProcessingException(f"cannot read the pixels of layer '{layer.name()}'")
+    # The writer reports through a raster block feedback: relay its progress and the cancel.
+    block_feedback = QgsRasterBlockFeedback()
+    feedback.canceled.connect(block_feedback.cancel)
+    block_feedback.progressChanged.connect(feedback.setProgress)
     writer = QgsRasterFileWriter(target)
     writer.setOutputFormat("GTiff")
     writer.setCreateOptions(["TILED=YES", "COMPRESS=DEFLATE"])
@@ -75,8 +80,10 @@ def raster_file_for(
         provider.extent(),
         provider.crs(),
         context.transformContext(),
-        feedback,
+        block_feedback,
     )
+    if feedback.isCanceled():
+        raise QgsProcessingException("canceled while copying the input layer")
     if error != QgsRasterFileWriter.NoError:
         raise QgsProcessingException(
             f"could not copy layer '{layer.name()}' to a temporary GeoTIFF (error {error})"

@@ -1,0 +1,289 @@
+"""The plugin in real headless QGIS 3.22: Processing scripts and qgis_process, real rrsis runs.
+
+Every test starts QGIS in a subprocess (see conftest.py) and rrsis as QGIS's subprocess, on the
+real rasters of ../shared/data/real. The model is the exact per-pixel reference model, so the
+runs take seconds; what is tested is the plugin: parameters, subprocess, progress, cancel,
+messages, outputs and their styles.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import zipfile
+
+import pytest
+import rasterio
+
+from tests.qgis_plugin.conftest import BRIGHTNESS, HERE, PLUGIN_ROOT, QGIS_PYTHON, RRSIS
+
+SLOW_MODEL = f"python:{HERE / 'slow_model.py'}:factory"
+
+
+def _crs(path) -> str:
+    with rasterio.open(path) as dataset:
+        return dataset.crs.to_string()
+
+
+def test_segment_runs_through_processing_and_loads_styled_layers(
+    run_in_qgis, shared_real, tmp_path
+):
+    scene = shared_real / "RGB.byte.tif"
+    report = run_in_qgis(
+        "rrsis:segment",
+        {
+            "INPUT": scene,
+            "EXPRESSION": "the bright fields",
+            "MODEL": BRIGHTNESS,
+            "OUTPUT_RASTER": tmp_path / "bright.tif",
+            "OUTPUT_POLYGONS": tmp_path / "bright.gpkg",
+        },
+        load=True,
+    )
+    assert report["provider"] == "Referring segmentation (rrsis)"
+    assert report["algorithms"] == ["rrsis:batchsegment", "rrsis:segment"]
+    assert "error" not in report, report["error"]
+    assert report["results"]["MODEL_NAME"] == "reference/brightness"
+    assert report["results"]["POLYGON_COUNT"] > 0
+    assert report["progress"][-1] == 100.0
+    # rrsis's stderr reaches the QGIS log (this raster is stored in strips, which it warns about)
+    assert any("stored in strips" in message for _, message in report["log"])
+    outputs = report["outputs"]
+    assert outputs["OUTPUT_RASTER"]["valid"] and outputs["OUTPUT_POLYGONS"]["valid"]
+    assert outputs["OUTPUT_RASTER"]["crs"] == outputs["OUTPUT_POLYGONS"]["crs"] == _crs(scene)
+    assert outputs["OUTPUT_POLYGONS"]["features"] == report["results"]["POLYGON_COUNT"]
+    loaded = {layer["name"]: layer for layer in report["project_layers"]}
+    raster = loaded["the bright fields (probability)"]
+    assert raster["renderer"] == "singlebandpseudocolor" and raster["opacity"] < 1
+    polygons = loaded["the bright fields"]
+    assert polygons["renderer"] == "singleSymbol" and 0 < polygons["fill_alpha"] < 255
+    assert "Traceback" not in report["stderr"]
+
+
+def test_qgis_process_runs_the_plugin_installed_from_its_zip(
+    qgis_process_bin, qgis_env, shared_real, tmp_path
+):
+    # Install the way a user does: the built zip, unpacked into the profile, then enabled.
+    archive = tmp_path / "rrsis_qgis.zip"
+    build = [sys.executable, str(PLUGIN_ROOT / "scripts" / "build_zip.py"), "--output", archive]
+    subprocess.run(list(map(str, build)), check=True, capture_output=True)
+    plugins = tmp_path / "qgis-profile" / "profiles" / "default" / "python" / "plugins"
+    zipfile.ZipFile(archive).extractall(plugins)
+    # rrsis found on PATH (no setting): the auto-detection users without a setting rely on.
+    # Only rrsis goes on PATH: QGIS's embedded Python takes its standard library from the first
+    # python3 on PATH, so a virtual environment's bin folder there would break qgis_process.
+    on_path = tmp_path / "bin"
+    on_path.mkdir()
+    (on_path / "rrsis").symlink_to(RRSIS)
+    env = dict(qgis_env, PATH=f"{on_path}{os.pathsep}/usr/bin{os.pathsep}/bin")
+
+    def qgis_process(*arguments):
+        return subprocess.run(
+            [qgis_process_bin, *map(str, arguments)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
+
+    enabled = qgis_process("plugins", "enable", "rrsis_qgis")
+    assert enabled.returncode == 0, enabled.stdout + enabled.stderr
+    scene = shared_real / "cogeo.tif"
+    raster, polygons = tmp_path / "out" / "roofs.tif", tmp_path / "out" / "roofs.gpkg"
+    run = qgis_process(
+        "--json",
+        "run",
+        "rrsis:segment",
+        "--",
+        f"INPUT={scene}",
+        "EXPRESSION=the bright roofs",
+        f"MODEL={BRIGHTNESS}",
+        "TILE_SIZE=256",
+        "OVERLAP=32",
+        f"OUTPUT_RASTER={raster}",
+        f"OUTPUT_POLYGONS={polygons}",
+    )
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    results = json.loads(run.stdout)["results"]
+    assert results["OUTPUT_RASTER"] == str(raster) and results["OUTPUT_POLYGONS"] == str(polygons)
+    opened = subprocess.run(
+        [str(QGIS_PYTHON), str(HERE / "open_layers.py"), str(raster), str(polygons)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert opened.returncode == 0, opened.stderr[-2000:]
+    layers = json.loads(opened.stdout.strip().splitlines()[-1])
+    assert [layer["valid"] for layer in layers] == [True, True]
+    assert {layer["crs"] for layer in layers} == {_crs(scene)} == {"EPSG:3857"}
+    assert layers[1]["features"] == results["POLYGON_COUNT"]
+
+
+def test_cancel_stops_rrsis_and_leaves_no_output(run_in_qgis, shared_real, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    report = run_in_qgis(
+        "rrsis:segment",
+        {
+            "INPUT": shared_real / "RGB.byte.tif",
+            "EXPRESSION": "anything",
+            "MODEL": SLOW_MODEL,
+            "TILE_SIZE": 64,
+            "OVERLAP": 16,
+            "MARGIN": 4,
+            "OUTPUT_RASTER": out / "p.tif",
+            "OUTPUT_POLYGONS": out / "p.gpkg",
+        },
+        cancel_on_progress=True,
+    )
+    assert "canceled_at" in report, "the run finished before it could be canceled"
+    assert "canceled" in report["error"] and "no output" in report["error"]
+    # rrsis stopped promptly (it cleans up on SIGTERM) and is gone, not orphaned
+    assert report["finished_at"] - report["canceled_at"] < 20
+    with pytest.raises(ProcessLookupError):
+        os.kill(report["pid"], 0)
+    assert list(out.iterdir()) == []  # not even rrsis's hidden temporary files
+    assert "Traceback" not in report["stderr"]
+
+
+def _fake_executable(path, version_line):
+    path.write_text(f"#!/bin/sh\necho '{version_line}'\n")
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("missing", "the configured rrsis executable does not exist: /nonexistent/bin/rrsis"),
+        ("too old", "rrsis 0.0.9 at {path} is too old: this plugin needs rrsis 0.1.0 or later"),
+        ("not rrsis", "is not a working rrsis"),
+    ],
+)
+def test_unusable_executable_gives_a_message_not_a_traceback(
+    run_in_qgis, shared_real, tmp_path, case, message
+):
+    if case == "missing":
+        executable = "/nonexistent/bin/rrsis"
+    else:
+        answer = "rrsis 0.0.9" if case == "too old" else "something else 1.0"
+        executable = _fake_executable(tmp_path / "rrsis", answer)
+    report = run_in_qgis(
+        "rrsis:segment",
+        {
+            "INPUT": shared_real / "RGB.byte.tif",
+            "EXPRESSION": "x",
+            "OUTPUT_RASTER": tmp_path / "p.tif",
+        },
+        executable=executable,
+    )
+    assert message.format(path=executable) in report["error"]
+    assert "Traceback" not in report["stderr"]
+    assert not (tmp_path / "p.tif").exists()
+
+
+def test_qgis_process_without_rrsis_on_path_explains_what_to_install(
+    qgis_process_bin, qgis_env, shared_real, tmp_path
+):
+    env = dict(qgis_env, PATH=f"/usr/bin{os.pathsep}/bin", QGIS_PLUGINPATH=str(PLUGIN_ROOT))
+    enable = [qgis_process_bin, "plugins", "enable", "rrsis_qgis"]
+    subprocess.run(enable, check=True, capture_output=True, env=env, timeout=120)
+    run = subprocess.run(
+        [
+            qgis_process_bin,
+            "run",
+            "rrsis:segment",
+            "--",
+            f"INPUT={shared_real / 'RGB.byte.tif'}",
+            "EXPRESSION=x",
+            f"OUTPUT_RASTER={tmp_path / 'p.tif'}",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    said = run.stdout + run.stderr
+    assert run.returncode != 0
+    assert "no rrsis executable found: it is not on PATH and none is configured" in said
+    assert "Traceback" not in said
+    assert not (tmp_path / "p.tif").exists()
+
+
+def test_missing_model_is_reported_in_rrsis_words(run_in_qgis, shared_real, tmp_path):
+    report = run_in_qgis(
+        "rrsis:segment",
+        {
+            "INPUT": shared_real / "RGB.byte.tif",
+            "EXPRESSION": "x",
+            "MODEL": "/nonexistent/model",
+            "OUTPUT_RASTER": tmp_path / "p.tif",
+        },
+    )
+    assert report["error"] == (
+        "model not found: /nonexistent/model (not a checkpoint folder or a hub repo id)"
+    )
+    assert list(tmp_path.glob("p.*")) == []
+
+
+def test_layer_without_a_file_is_copied_to_a_geotiff_first(run_in_qgis, shared_real, tmp_path):
+    report = run_in_qgis(
+        "rrsis:segment",
+        {
+            "INPUT": shared_real / "RGB.byte.tif",
+            "EXPRESSION": "bright",
+            "MODEL": BRIGHTNESS,
+            "OUTPUT_RASTER": tmp_path / "p.tif",
+            "OUTPUT_POLYGONS": None,
+        },
+        input_kind="virtual",
+    )
+    assert "error" not in report, report["error"]
+    assert any("is not a local file (virtualraster)" in text for _, text in report["feedback"])
+    assert report["results"]["OUTPUT_POLYGONS"] is None
+    assert report["outputs"]["OUTPUT_RASTER"]["crs"] == "EPSG:32618"
+    with rasterio.open(tmp_path / "p.tif") as result:
+        assert (result.width, result.height) == (791, 718)
+
+
+def test_tile_service_layer_is_refused_with_what_to_do(run_in_qgis, shared_real, tmp_path):
+    report = run_in_qgis(
+        "rrsis:segment",
+        {"INPUT": "", "EXPRESSION": "x", "OUTPUT_RASTER": tmp_path / "p.tif"},
+        input_kind="xyz",
+    )
+    assert "web map or tile service without native pixels" in report["error"]
+    assert "save the area you want as a GeoTIFF" in report["error"]
+
+
+def test_batch_segment_writes_one_styled_pair_per_expression(run_in_qgis, shared_real, tmp_path):
+    report = run_in_qgis(
+        "rrsis:batchsegment",
+        {
+            "INPUT": shared_real / "RGB.byte.tif",
+            "EXPRESSIONS": ["the bright fields", "Dark water!"],
+            "MODEL": BRIGHTNESS,
+            "OUTPUT_FOLDER": tmp_path / "batch",
+        },
+        load=True,
+    )
+    assert "error" not in report, report["error"]
+    names = sorted(os.path.basename(path) for path in report["results"]["OUTPUT_LAYERS"])
+    assert names == [
+        "01_the_bright_fields.gpkg",
+        "01_the_bright_fields.tif",
+        "02_dark_water.gpkg",
+        "02_dark_water.tif",
+    ]
+    assert {layer["name"] for layer in report["project_layers"]} == {
+        "the bright fields",
+        "the bright fields (probability)",
+        "Dark water!",
+        "Dark water! (probability)",
+    }
+    assert all(layer["valid"] for layer in report["project_layers"])
+    assert {layer["crs"] for layer in report["project_layers"]} == {"EPSG:32618"}
