@@ -257,7 +257,7 @@ class SegmentAlgorithm(SegmentingAlgorithm):
         return self.tr(
             'Finds the object a sentence refers to ("the largest storage tank", "the ship '
             'closest to the pier") in a georeferenced raster and writes it as a probability '
-            "raster and/or polygons with a score field, in the input's CRS.\n\n"
+            "raster and/or polygons with score fields, in the input's CRS.\n\n"
             "The model runs in the rrsis command line of its own Python environment, not inside "
             "QGIS: install rrsis-geo there and set its rrsis under Settings > Options > "
             "Processing > Providers (or put rrsis on PATH). Cancel stops it and leaves no "

@@ -269,9 +269,13 @@ def test_batch_segment_writes_one_styled_pair_per_expression(run_in_qgis, shared
             "MODEL": BRIGHTNESS,
             "OUTPUT_FOLDER": tmp_path / "batch",
         },
+        # The setting may name a Python interpreter instead of rrsis: python -m rrsis_geo.
+        executable=sys.executable,
         load=True,
     )
     assert "error" not in report, report["error"]
+    commands = [text for kind, text in report["feedback"] if kind == "command"]
+    assert len(commands) == 2 and all(" -m rrsis_geo segment " in c for c in commands)
     names = sorted(os.path.basename(path) for path in report["results"]["OUTPUT_LAYERS"])
     assert names == [
         "01_the_bright_fields.gpkg",
