@@ -321,9 +321,9 @@ class SegmentAlgorithm(SegmentingAlgorithm):
         values = self.cli_values(parameters, context)
         summary = self.segment(executable, input_path, expression, outputs, values, feedback)
         if raster:
-            load_on_completion(context, raster, f"{expression} (probability)", "", True)
+            load_on_completion(context, raster, f"{expression} (probability)", True)
         if polygons:
-            load_on_completion(context, polygons, expression, "", False)
+            load_on_completion(context, polygons, expression, False)
         return {
             self.OUTPUT_RASTER: raster or None,
             self.OUTPUT_POLYGONS: polygons or None,
@@ -436,5 +436,5 @@ class BatchSegmentAlgorithm(SegmentingAlgorithm):
             for output in outputs:
                 is_raster = output.endswith(".tif")
                 name = f"{expression} (probability)" if is_raster else expression
-                load_on_completion(context, output, name, self.OUTPUT_LAYERS, is_raster)
+                load_on_completion(context, output, name, is_raster, self.OUTPUT_LAYERS, queue=True)
         return {self.OUTPUT_FOLDER: folder, self.OUTPUT_LAYERS: written}

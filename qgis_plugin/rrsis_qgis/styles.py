@@ -94,24 +94,31 @@ class ResultStyler(QgsProcessingLayerPostProcessorInterface):
 
 
 def load_on_completion(
-    context: QgsProcessingContext, path: str, name: str, output_name: str, is_raster: bool
+    context: QgsProcessingContext,
+    path: str,
+    name: str,
+    is_raster: bool,
+    output_name: str = "",
+    queue: bool = False,
 ) -> None:
-    """Have Processing load ``path`` into the project when it finishes, styled, as ``name``.
+    """Name and style ``path`` for when Processing loads it into the project.
 
-    Destinations the user asked to open are already queued: only their name and style are set.
-    Files the algorithm chose itself (batch results) are queued when there is a project.
+    Destinations the user asked to open are already queued by Processing: only their name and
+    style are set (and a destination the user chose not to open stays closed). Files the
+    algorithm names itself (batch results) are queued here with ``queue``.
 
     Args:
         context: The algorithm's context.
         path: The result file.
         name: Layer name.
-        output_name: The algorithm output the layer belongs to.
         is_raster: Whether it is a raster (else polygons).
+        output_name: The algorithm output the layer belongs to (for queued files).
+        queue: Queue the file for loading when Processing has not (and there is a project).
     """
     if context.willLoadLayerOnCompletion(path):
         details = context.layerToLoadOnCompletionDetails(path)
         details.name = name
-    elif context.project() is not None:
+    elif queue and context.project() is not None:
         hints = QgsProcessingUtils.LayerHint
         hint = hints.Raster if is_raster else hints.Vector
         context.addLayerToLoadOnCompletion(
