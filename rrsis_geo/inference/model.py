@@ -22,7 +22,15 @@ import numpy as np
 from rrsis_geo.errors import InputError
 from rrsis_geo.geo.normalization import NormalizationSpec
 
-__all__ = ["ModelMetadata", "SegmentationModel", "TilePrediction", "load_model"]
+__all__ = [
+    "DEFAULT_MODEL",
+    "ModelMetadata",
+    "SegmentationModel",
+    "TilePrediction",
+    "default_model",
+    "load_model",
+    "shipped_model",
+]
 
 
 @dataclass(frozen=True)
@@ -97,13 +105,31 @@ def as_prediction(output: TilePrediction | np.ndarray) -> TilePrediction:
 
 
 PYTHON_PREFIX = "python:"
+DEFAULT_MODEL = "crobim-lite-synth"
+"""The model ``rrsis segment`` runs when none is given (trained on synthetic scenes only)."""
+SHIPPED_MODELS = Path(__file__).resolve().parents[2] / "models"
+"""Where a clone (or an editable install) keeps its shipped models."""
+
+
+def shipped_model(name: str) -> Path | None:
+    """The folder of a model shipped in ``models/`` under ``name``, if there is one."""
+    if not name or "/" in name or "\\" in name or name.startswith("."):
+        return None
+    folder = SHIPPED_MODELS / name
+    return folder if (folder / "config.json").is_file() else None
+
+
+def default_model() -> Path | None:
+    """The shipped default model's folder, or None when this install has no ``models/``."""
+    return shipped_model(DEFAULT_MODEL)
 
 
 def load_model(spec: str, device: str = "auto") -> SegmentationModel:
     """Load a model from a ``--model`` value.
 
     Args:
-        spec: A CroBIM checkpoint folder or Hugging Face repo id (optionally ``ID@REVISION``),
+        spec: The name of a model shipped in ``models/`` (e.g. ``crobim-lite-synth``), a
+            CroBIM checkpoint folder or Hugging Face repo id (optionally ``ID@REVISION``),
             or ``python:PACKAGE.MODULE:FACTORY`` / ``python:path/to/file.py:FACTORY``: FACTORY
             is called (with ``device=`` when it takes that argument) and must return an object
             that follows :class:`SegmentationModel`.

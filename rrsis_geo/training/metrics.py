@@ -157,6 +157,8 @@ class MetricResult:
         count: Number of expressions.
         both_empty: Expressions whose prediction and target were both empty.
         protocol: How the values were computed.
+        grouping: What the per-category rows group by: ``"category"``, or the name of another
+            grouping given instead (e.g. ``"group"`` for expression kinds).
     """
 
     oiou: float
@@ -167,6 +169,7 @@ class MetricResult:
     count: int
     both_empty: int
     protocol: Protocol = field(default_factory=Protocol)
+    grouping: str = "category"
 
     def headline(self) -> str:
         """The protocol line plus how many expressions had both masks empty."""
@@ -213,8 +216,8 @@ class MetricResult:
         if self.category_miou is not None:
             lines.append("")
             lines.append(
-                f"category mIoU: {number(self.category_miou)} "
-                f"(mean of {len(self.per_category)} per-category mIoUs)"
+                f"{self.grouping} mIoU: {number(self.category_miou)} "
+                f"(mean of {len(self.per_category)} per-{self.grouping} mIoUs)"
             )
         return "\n".join(lines)
 
@@ -229,6 +232,7 @@ class MetricResult:
 
         return {
             "protocol": self.protocol.to_dict(),
+            "grouping": self.grouping,
             "count": self.count,
             "both_empty": self.both_empty,
             "oiou": self.oiou,
@@ -536,8 +540,12 @@ class RunningMetrics:
             },
         }
 
-    def compute(self) -> MetricResult:
+    def compute(self, grouping: str = "category") -> MetricResult:
         """The metrics over every expression counted so far.
+
+        Args:
+            grouping: What the labels passed as ``category`` to :meth:`update` are (named in
+                the table's closing line and the JSON).
 
         Raises:
             ValueError: When no expression was counted.
@@ -564,4 +572,5 @@ class RunningMetrics:
             count=overall["count"],
             both_empty=overall["both_empty"],
             protocol=self.protocol,
+            grouping=grouping,
         )

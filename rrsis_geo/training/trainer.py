@@ -29,6 +29,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from rrsis_geo.errors import InputError
+from rrsis_geo.geo.normalization import NormalizationSpec
 from rrsis_geo.geo.writers import atomic_output
 from rrsis_geo.nn.config import CroBIMConfig, named_config
 from rrsis_geo.nn.crobim import CroBIM
@@ -106,6 +107,8 @@ def build_model_config(config: TrainConfig) -> CroBIMConfig:
     unknown = sorted(set(overrides) - known)
     if unknown:
         raise InputError(f"unknown model_overrides: {', '.join(unknown)}")
+    if "normalization" in overrides:
+        overrides["normalization"] = NormalizationSpec.from_dict(overrides["normalization"])
     for key, value in overrides.items():
         setattr(model_config, key, tuple(value) if isinstance(value, list) else value)
     model_config.name = config.name
