@@ -479,27 +479,37 @@ def _read_groups(path: Path) -> dict[str, str]:
 def models_list(
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """List the named CroBIM configs (architectures; no released weights)."""
-    from rrsis_geo.nn.config import NAMED_CONFIGS
+    """List the shipped trained models and the named CroBIM configs (architectures)."""
+    from rrsis_geo.inference.model import DEFAULT_MODEL, SHIPPED_MODELS, shipped_model
+    from rrsis_geo.nn.config import NAMED_CONFIGS, CroBIMConfig
+    from rrsis_geo.nn.crobim import load_checkpoint_config
 
-    rows = []
-    for name, build in NAMED_CONFIGS.items():
-        config = build()
-        rows.append(
-            {
-                "name": name,
-                "vision": config.vision.name,
-                "text": config.text.name,
-                "input_size": config.input_size,
-                "max_tokens": config.text.max_tokens,
-            }
-        )
+    entries: list[tuple[str, str, CroBIMConfig]] = []
+    folders = sorted(SHIPPED_MODELS.iterdir()) if SHIPPED_MODELS.is_dir() else []
+    for folder in folders:
+        if shipped_model(folder.name) is not None:
+            document = load_checkpoint_config(folder)
+            entries.append((folder.name, "trained", CroBIMConfig.from_dict(document["config"])))
+    entries += [(name, "config", build()) for name, build in NAMED_CONFIGS.items()]
+    rows = [
+        {
+            "name": name,
+            "kind": kind,
+            "default": name == DEFAULT_MODEL,
+            "vision": config.vision.name,
+            "text": config.text.name,
+            "input_size": config.input_size,
+            "max_tokens": config.text.max_tokens,
+        }
+        for name, kind, config in entries
+    ]
     if json_output:
         typer.echo(json.dumps(rows))
         return
     for row in rows:
+        label = f"{row['kind']}{' (default)' if row['default'] else ''}"
         typer.echo(
-            f"{row['name']:<14} {row['vision']:<32} {row['text']:<34} "
+            f"{row['name']:<18} {label:<17} {row['vision']:<30} {row['text']:<28} "
             f"{row['input_size']:>4} px  {row['max_tokens']:>3} tokens"
         )
 

@@ -64,8 +64,10 @@ def test_segment_with_a_saved_crobim_lite(shared_real, lite_checkpoint, tmp_path
 def test_models_list_and_info(lite_checkpoint):
     run = rrsis("models", "list", "--json")
     assert run.returncode == 0, run.stderr
-    names = [row["name"] for row in json.loads(run.stdout)]
-    assert names == ["crobim-lite", "crobim-swinb"]
+    rows = {row["name"]: row for row in json.loads(run.stdout)}
+    assert list(rows) == ["crobim-lite-synth", "crobim-lite", "crobim-swinb"]
+    assert rows["crobim-lite-synth"]["kind"] == "trained" and rows["crobim-lite-synth"]["default"]
+    assert rows["crobim-lite"]["kind"] == "config"
     run = rrsis("models", "info", lite_checkpoint)
     assert run.returncode == 0, run.stderr
     info = json.loads(run.stdout)

@@ -130,8 +130,8 @@ def test_bad_input_gives_one_line_and_no_output(scene, args, message):
     assert sorted(p.name for p in folder.iterdir()) == before
 
 
-def test_missing_model_is_explained(scene):
-    env = {k: v for k, v in os.environ.items() if k != "RRSIS_MODEL"}
+def test_missing_model_is_explained(scene, tmp_path):
+    env = {**os.environ, "RRSIS_MODEL": str(tmp_path / "no-such-model")}
     run = subprocess.run(
         [sys.executable, "-m", "rrsis_geo", "segment", str(scene), "x"],
         capture_output=True,
@@ -139,7 +139,8 @@ def test_missing_model_is_explained(scene):
         env=env,
     )
     assert run.returncode == 1
-    assert "no default model ships yet" in run.stderr
+    assert run.stderr.startswith("rrsis: error: model not found")
+    assert run.stderr.count("\n") == 1
 
 
 def test_existing_output_is_kept_unless_overwrite(scene, tmp_path):
