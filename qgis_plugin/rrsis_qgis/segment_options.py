@@ -76,8 +76,9 @@ SEGMENT_OPTIONS: tuple[CliOption, ...] = (
         "--model",
         TEXT,
         "Model (empty: the CLI's default model)",
-        help="A CroBIM checkpoint folder, a hub repo id[@revision], or "
-        "python:PACKAGE.MODULE:FACTORY (python:FILE.py:FACTORY).",
+        help="A shipped model's name, a CroBIM checkpoint folder, a hub repo id[@revision], "
+        "or python:PACKAGE.MODULE:FACTORY (python:FILE.py:FACTORY). Empty: crobim-lite-synth, "
+        "trained on synthetic scenes only.",
     ),
     CliOption(
         "BANDS",

@@ -81,6 +81,10 @@ class CroBIMConfig:
         capm_pool_sizes: Grid sizes each visual level is pooled to for the CAPM context.
         mid_layers: Cascaded MID layers (3 in the paper).
         mid_stride: Stride of the visual tokens in MID (8, or 16 for large inputs).
+        mid_positions: Add 2D sine position encodings to MID's visual tokens (our addition,
+            off in the paper configs; for expressions about places in the image).
+        mid_self_attention: Visual self-attention in each MID layer (our addition, off in the
+            paper configs; lets objects be compared for superlatives and relations).
         input_size: Side of the square image the model is trained and run at.
         dropout: Dropout in attention and feed-forward blocks.
         normalization: Input scaling (travels to the scene pipeline).
@@ -100,6 +104,8 @@ class CroBIMConfig:
     capm_pool_sizes: tuple[int, ...] = (1, 2, 4)
     mid_layers: int = 3
     mid_stride: int = 8
+    mid_positions: bool = False
+    mid_self_attention: bool = False
     input_size: int = 512
     dropout: float = 0.0
     normalization: NormalizationSpec = field(

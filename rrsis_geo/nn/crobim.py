@@ -120,6 +120,8 @@ class CroBIM(nn.Module):
             config.num_heads,
             max(1, config.mid_stride // 8),
             config.dropout,
+            config.mid_positions,
+            config.mid_self_attention,
         )
         self.sentence = SentenceQuery(dim, config.num_heads)
         self.mask_head = MaskHead(dim)

@@ -8,6 +8,12 @@ Our choices: each layer is (a) visual tokens cross-attending to the prompted tex
 then FFN; (b) text tokens cross-attending to the updated visual tokens, then FFN; residuals and
 LayerNorm after each step; text padding is masked in (a), and padded text positions are simply
 carried along in (b) (nothing downstream reads them: the heads pool text under its mask).
+
+Two options, off in the paper configs: ``positions`` adds fixed 2D sine encodings of each visual
+token's place in the image (in [0, 1] coordinates, so any input size) before the first layer,
+for expressions such as "at the top left"; ``self_attention`` lets visual tokens attend to each
+other at the start of each layer, so that objects can be compared ("the largest", "the second
+from the left", "closest to the road").
 """
 
 from __future__ import annotations
@@ -18,7 +24,28 @@ from torch import nn
 
 from rrsis_geo.nn.capm import FeedForward
 
-__all__ = ["MID", "MIDLayer"]
+__all__ = ["MID", "MIDLayer", "sine_positions"]
+
+
+def sine_positions(height: int, width: int, dim: int, device: torch.device) -> torch.Tensor:
+    """``(H*W, dim)`` fixed encodings of row and column centres in [0, 1] (half the channels each).
+
+    Raises:
+        ValueError: When ``dim`` is not a multiple of 4.
+    """
+    if dim % 4:
+        raise ValueError(f"position encodings need a width divisible by 4, got {dim}")
+    quarter = dim // 4
+    # 1 to 64 half-cycles across the image: coarse enough for "top left", fine enough to
+    # tell neighbouring tokens apart.
+    frequencies = torch.pi * 2.0 ** torch.linspace(0, 6, quarter, device=device)
+    rows = (torch.arange(height, device=device, dtype=torch.float32) + 0.5) / height
+    cols = (torch.arange(width, device=device, dtype=torch.float32) + 0.5) / width
+    angles_y = rows[:, None] * frequencies[None, :]
+    angles_x = cols[:, None] * frequencies[None, :]
+    y = torch.cat([angles_y.sin(), angles_y.cos()], dim=1)[:, None, :].expand(height, width, -1)
+    x = torch.cat([angles_x.sin(), angles_x.cos()], dim=1)[None, :, :].expand(height, width, -1)
+    return torch.cat([y, x], dim=2).reshape(height * width, dim)
 
 
 class MIDLayer(nn.Module):
@@ -28,8 +55,16 @@ class MIDLayer(nn.Module):
         visual ``(B, N, D)``, text ``(B, T, D)``, mask ``(B, T)`` -> same shapes.
     """
 
-    def __init__(self, dim: int, num_heads: int = 8, dropout: float = 0.0) -> None:
+    def __init__(
+        self, dim: int, num_heads: int = 8, dropout: float = 0.0, self_attention: bool = False
+    ) -> None:
         super().__init__()
+        self.visual_self: nn.MultiheadAttention | None = None
+        if self_attention:
+            self.visual_self = nn.MultiheadAttention(
+                dim, num_heads, dropout=dropout, batch_first=True
+            )
+            self.norm_self = nn.LayerNorm(dim)
         self.to_vision = nn.MultiheadAttention(dim, num_heads, dropout=dropout, batch_first=True)
         self.norm_v1 = nn.LayerNorm(dim)
         self.ffn_v = FeedForward(dim, dropout=dropout)
@@ -43,6 +78,9 @@ class MIDLayer(nn.Module):
         self, visual: torch.Tensor, text: torch.Tensor, mask: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Updated visual and text tokens."""
+        if self.visual_self is not None:
+            attended, _ = self.visual_self(visual, visual, visual, need_weights=False)
+            visual = self.norm_self(visual + attended)
         attended, _ = self.to_vision(
             visual, text, text, key_padding_mask=~mask.bool(), need_weights=False
         )
@@ -65,6 +103,8 @@ class MID(nn.Module):
         pool: Run on a map downsampled by this factor (2 turns stride 8 into 16 for large
             inputs) and upsample the result.
         dropout: Dropout.
+        positions: Add 2D sine position encodings to the visual tokens.
+        self_attention: Visual self-attention at the start of each layer.
 
     Shapes:
         visual ``(B, D, H, W)``, text ``(B, T, D_t)``, mask ``(B, T)`` ->
@@ -79,11 +119,16 @@ class MID(nn.Module):
         num_heads: int = 8,
         pool: int = 1,
         dropout: float = 0.0,
+        positions: bool = False,
+        self_attention: bool = False,
     ) -> None:
         super().__init__()
         self.text_projection = nn.Linear(text_dim, dim)
-        self.layers = nn.ModuleList(MIDLayer(dim, num_heads, dropout) for _ in range(layers))
+        self.layers = nn.ModuleList(
+            MIDLayer(dim, num_heads, dropout, self_attention) for _ in range(layers)
+        )
         self.pool = pool
+        self.positions = positions
 
     def forward(
         self, visual: torch.Tensor, text: torch.Tensor, mask: torch.Tensor
@@ -93,6 +138,9 @@ class MID(nn.Module):
         source = F.avg_pool2d(visual, self.pool) if self.pool > 1 else visual
         batch, dim, height, width = source.shape
         tokens = source.flatten(2).transpose(1, 2)
+        if self.positions:
+            encoding = sine_positions(height, width, dim, tokens.device)
+            tokens = tokens + encoding.to(tokens.dtype)
         words = self.text_projection(text)
         for layer in self.layers:
             tokens, words = layer(tokens, words, mask)

@@ -7,7 +7,7 @@ from rrsis_geo.nn.capm import CAPM, append_prompts
 from rrsis_geo.nn.crobim import CroBIM
 from rrsis_geo.nn.heads import MaskHead, PresenceHead, SentenceQuery
 from rrsis_geo.nn.lgfa import LGFA, LanguageGuidedAttention
-from rrsis_geo.nn.mid import MID
+from rrsis_geo.nn.mid import MID, sine_positions
 
 CHANNELS = (8, 16, 24, 32)
 
@@ -153,3 +153,33 @@ def test_eval_mode_is_deterministic(tiny):
         first = model(images, ids.expand(2, -1), mask.expand(2, -1)).mask_logits
         second = model(images, ids.expand(2, -1), mask.expand(2, -1)).mask_logits
     assert torch.equal(first, second)
+
+
+def test_sine_positions_tell_every_token_apart():
+    encoding = sine_positions(6, 7, 16, torch.device("cpu"))
+    assert encoding.shape == (42, 16)
+    distances = torch.cdist(encoding, encoding)
+    assert (distances + torch.eye(42) * 10).min() > 0.1
+    with pytest.raises(ValueError, match="divisible by 4"):
+        sine_positions(2, 2, 6, torch.device("cpu"))
+
+
+@pytest.mark.parametrize("self_attention", [False, True])
+def test_mid_sees_where_tokens_are_only_with_positions(self_attention):
+    # Without positions MID treats the visual tokens as a set: reordering them reorders its
+    # output. With positions the same content at other places gives other features.
+    torch.manual_seed(0)
+    text, mask = torch.randn(1, 5, 12), torch.ones(1, 5, dtype=torch.long)
+    visual = torch.randn(1, 16, 3, 4)
+    order = torch.randperm(12)
+
+    def shuffled(x):
+        return x.flatten(2)[..., order].reshape(x.shape)
+
+    for positions in (False, True):
+        mid = MID(16, 12, 2, 4, positions=positions, self_attention=self_attention).eval()
+        with torch.no_grad():
+            direct, _ = mid(visual, text, mask)
+            moved, _ = mid(shuffled(visual), text, mask)
+        same = torch.allclose(shuffled(direct), moved, atol=1e-5)
+        assert same != positions

@@ -1,0 +1,96 @@
+"""The shipped default model: what it is, the README's main command, held-out accuracy."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import geopandas as gpd
+import pytest
+import shapely
+
+from rrsis_geo.data.synth import scene_paths, write_chips
+from rrsis_geo.inference.model import DEFAULT_MODEL, default_model
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "synthetic_scene.tif"
+
+
+def rrsis(*args, cwd=None):
+    env = {k: v for k, v in os.environ.items() if k != "RRSIS_MODEL"}
+    env["HF_HUB_OFFLINE"] = "1"
+    return subprocess.run(
+        [sys.executable, "-m", "rrsis_geo", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=600,
+    )
+
+
+def test_default_model_ships_small_and_half_precision():
+    folder = default_model()
+    assert folder is not None and folder.name == DEFAULT_MODEL
+    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    assert size < 50e6
+    document = json.loads((folder / "config.json").read_text())
+    assert document["weights"]["dtype"] == "float16"
+    assert document["weights"]["text_encoder"] == "from_source"
+    run = rrsis("models", "info", DEFAULT_MODEL)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["weights"]["sha256_ok"] is True
+
+
+def test_readme_main_command_finds_the_largest_tank(tmp_path):
+    # The README's command, run from another folder: no --model, the shipped default.
+    out = tmp_path / "tanks.gpkg"
+    run = rrsis("segment", EXAMPLE, "the largest storage tank", "-o", out, "--json", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    summary = json.loads(run.stdout)
+    assert summary["model"] == DEFAULT_MODEL and summary["resampled"]
+    predicted = gpd.read_file(out)
+    truth = gpd.read_file(scene_paths(EXAMPLE)["objects"])
+    expressions = json.loads(scene_paths(EXAMPLE)["expressions"].read_text())
+    tank_id = next(e["object_id"] for e in expressions if e["text"] == "The largest storage tank.")
+    tank = truth.loc[truth["object_id"] == tank_id].geometry.iloc[0]
+    assert predicted.crs == truth.crs
+    found = shapely.union_all(predicted.geometry.to_list())
+    iou = found.intersection(tank).area / found.union(tank).area
+    assert iou >= 0.7, iou
+
+
+def test_default_model_on_fresh_held_out_chips(tmp_path):
+    # Chips from a seed no split used; the full test split's figures are in the model card.
+    write_chips(tmp_path, "test", 12, seed=424242)
+    out = tmp_path / "results.json"
+    run = rrsis(
+        "eval",
+        DEFAULT_MODEL,
+        tmp_path,
+        "--split",
+        "test",
+        "--groups",
+        tmp_path / "expression_kinds_test.json",
+        "--json",
+        out,
+    )
+    assert run.returncode == 0, run.stderr
+    results = json.loads(out.read_text())
+    assert results["grouping"] == "group"
+    assert set(results["per_category"]) <= {
+        "attribute",
+        "position",
+        "relation",
+        "superlative",
+        "negative",
+    }
+    assert results["miou"] >= 0.5, results["miou"]
+
+
+@pytest.mark.parametrize("name", ["crobim-lite", "../models/crobim-lite-synth"])
+def test_only_folders_in_models_are_shipped_names(name):
+    from rrsis_geo.inference.model import shipped_model
+
+    assert shipped_model(name) is None
