@@ -1,4 +1,4 @@
-"""A per-pixel model that sleeps in every batch, so a test can interrupt a run midway."""
+"""A per-pixel model that sleeps in every batch, so a test can interrupt or cancel a run midway."""
 
 import time
 

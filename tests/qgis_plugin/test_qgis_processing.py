@@ -20,7 +20,7 @@ import rasterio
 
 from tests.qgis_plugin.conftest import BRIGHTNESS, HERE, PLUGIN_ROOT, QGIS_PYTHON, RRSIS
 
-SLOW_MODEL = f"python:{HERE / 'slow_model.py'}:factory"
+SLOW_MODEL = f"python:{HERE.parent / 'cli' / 'slow_model.py'}:factory"
 
 
 def _crs(path) -> str:
