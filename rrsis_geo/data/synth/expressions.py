@@ -141,9 +141,11 @@ def _relation(
         if o.category != target.category
         and sum(a.category == o.category for a in world.objects) == 1
     ]
-    choices: list[tuple[str, Callable[[WorldObject], float]]] = [
-        (f"the {a.category}", lambda o, a=a: o.polygon.distance(a.polygon)) for a in anchors
-    ]
+
+    def distance_to(anchor: WorldObject) -> Callable[[WorldObject], float]:
+        return lambda o: float(o.polygon.distance(anchor.polygon))
+
+    choices = [(f"the {a.category}", distance_to(a)) for a in anchors]
     if world.roads:
         choices.append(
             (
