@@ -170,3 +170,27 @@ def test_paper_config_builds_offline_with_a_clear_warning():
     assert "RandomInitWarning: vision encoder swin_base_patch4_window12_384" in run.stderr
     assert "RandomInitWarning: text encoder google-bert/bert-base-uncased" in run.stderr
     assert int(run.stdout) > 200_000_000
+
+
+def test_export_halves_the_weights_and_keeps_the_logits(saved, tmp_path):
+    from rrsis_geo.nn.crobim import export_checkpoint
+
+    model, folder = saved
+    # The tiny text encoder is trainable (fine-tuned), so export keeps it by default and
+    # refuses to leave it out.
+    with pytest.raises(InputError, match="fine-tuned"):
+        export_checkpoint(folder, tmp_path / "no-text", include_text_encoder=False)
+    assert not (tmp_path / "no-text").exists()
+    out = export_checkpoint(folder, tmp_path / "half")
+    document = json.loads((out / "config.json").read_text())
+    assert document["weights"]["dtype"] == "float16"
+    assert document["weights"]["text_encoder"] == "included"
+    full, half = (p / "model.safetensors" for p in (folder, out))
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    loaded, tokenizer = CroBIM.from_pretrained(out)
+    expected, got = _logits(model, tokenizer), _logits(loaded, tokenizer)
+    for a, b in zip(expected, got, strict=True):
+        torch.testing.assert_close(a, b, atol=2e-2, rtol=2e-2)
+    with pytest.raises(InputError, match="use --overwrite"):
+        export_checkpoint(folder, out)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
