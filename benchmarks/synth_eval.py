@@ -20,8 +20,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
+import numpy as np
+from PIL import Image
 from reporting import machine_line, write_section
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,13 +33,13 @@ CARD = ROOT / "models" / "crobim-lite-synth.md"
 BEGIN, END = "<!-- figures:begin -->", "<!-- figures:end -->"
 
 
-def run_eval(model: str, data: Path, split: str) -> tuple[str, dict, float]:
+def run_eval(model: str, data: Path, split: str, predictions: Path) -> tuple[str, dict, float]:
     with tempfile.TemporaryDirectory() as work:
         out = Path(work) / "results.json"
         command = [
             sys.executable, "-m", "rrsis_geo", "eval", model, str(data),
             "--split", split, "--groups", str(data / f"expression_kinds_{split}.json"),
-            "--json", str(out),
+            "--json", str(out), "--predictions", str(predictions),
         ]  # fmt: skip
         started = time.perf_counter()
         run = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -45,14 +49,70 @@ def run_eval(model: str, data: Path, split: str) -> tuple[str, dict, float]:
         return run.stdout.strip(), json.loads(out.read_text()), seconds
 
 
+OUTCOMES = ("right object", "referent + others of its class", "another object", "empty", "other")
+
+
+def outcome(
+    prediction: np.ndarray, labels: np.ndarray, referent: int, same_class: list[int]
+) -> str:
+    """What a prediction of a positive expression picked, judged on the chip's object labels."""
+    target = labels == referent
+    if (prediction & target).sum() >= 0.5 * (prediction | target).sum():
+        return "right object"
+    if not prediction.any():
+        return "empty"
+    others = any(
+        (prediction & (labels == other)).sum() > 0.3 * (labels == other).sum()
+        for other in same_class
+    )
+    referent_share = (prediction & target).sum() / target.sum()
+    if others and referent_share > 0.5:
+        return "referent + others of its class"
+    if others and referent_share < 0.2:
+        return "another object"
+    return "other"
+
+
+def error_table(data: Path, split: str, predictions: Path) -> str:
+    """Per kind, how many predictions (IoU < 0.5 or not) picked which objects."""
+    from rrsis_geo.data.synth import chip_world
+
+    counts: dict[str, Counter[str]] = {}
+    worlds: dict[tuple[int, int], Any] = {}
+    for line in (data / f"synth_{split}.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        if record["kind"] == "negative":
+            continue
+        key = (record["seed"], record["image_index"])
+        if key not in worlds:
+            worlds.clear()  # records of one chip are consecutive
+            worlds[key] = chip_world(*key)
+        world = worlds[key]
+        same_class = [
+            o.object_id
+            for o in world.objects
+            if o.category == record["category_name"] and o.object_id != record["object_id"]
+        ]
+        prediction = np.array(Image.open(predictions / f"{record['sample_id']}.png")) > 0
+        kind = counts.setdefault(record["kind"], Counter())
+        kind[outcome(prediction, world.labels, record["object_id"], same_class)] += 1
+    rows = ["| kind | n | " + " | ".join(OUTCOMES) + " |", "|:---|" + "---:|" * (len(OUTCOMES) + 1)]
+    for kind, outcomes in sorted(counts.items()):
+        total = sum(outcomes.values())
+        cells = " | ".join(f"{100 * outcomes[o] / total:.0f}%" for o in OUTCOMES)
+        rows.append(f"| {kind} | {total} | {cells} |")
+    return "\n".join(rows)
+
+
 def training_summary(run_dir: Path) -> str:
     with open(run_dir / "train_log.csv") as handle:
         last = list(csv.DictReader(handle))[-1]
+    state = json.loads((run_dir / "checkpoints" / "last" / "trainer_state.json").read_text())
     minutes = float(last["elapsed_s"]) / 60
     return (
-        f"Training: {last['step']} optimizer steps of batch 8 ({int(last['step']) * 8} samples) "
-        f"in {minutes:.1f} minutes from the first step to the last (`elapsed_s` of the run's "
-        "`train_log.csv`; start-up, the final validation and saving add about a minute)."
+        f"Training: {last['step']} optimizer steps, {state['samples_seen']} expressions, in "
+        f"{minutes:.1f} minutes from the first step to the last (`elapsed_s` of the run's "
+        "`train_log.csv`; start-up, the validations and saving add about two minutes)."
     )
 
 
@@ -65,8 +125,11 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    table, results, seconds = run_eval(args.model, args.data, args.split)
+    with tempfile.TemporaryDirectory() as predictions:
+        table, results, seconds = run_eval(args.model, args.data, args.split, Path(predictions))
+        errors = error_table(args.data, args.split, Path(predictions))
     print(table)
+    print(errors)
     today = datetime.date.today().isoformat()
     lines = [
         "## Figures",
@@ -81,6 +144,13 @@ def main() -> None:
         "```",
         table,
         "```",
+        "",
+        "What the predictions picked, judged on each chip's object labels (`chip_world`): the "
+        "right object means IoU >= 0.5 with the referent; *referent + others* covers over half "
+        "the referent and over 30% of another object of its class; *another object* covers "
+        "under 20% of the referent and over 30% of another of its class.",
+        "",
+        errors,
         "",
     ]
     kinds = results["per_category"]

@@ -85,6 +85,13 @@ class CroBIMConfig:
             off in the paper configs; for expressions about places in the image).
         mid_self_attention: Visual self-attention in each MID layer (our addition, off in the
             paper configs; lets objects be compared for superlatives and relations).
+        head_coordinates: Give the mask head each pixel's (x, y) place in the image as two more
+            input channels (our addition, off in the paper configs): the sentence can then
+            favour a side of the image directly ("the ship at the left of the image").
+        sentence_mean: Add the mean of the plain word features (what MiniLM was trained to give
+            as a sentence embedding) to the heads' sentence vector (our addition, off in the
+            paper configs). The attention pooling listens to the words that match something
+            visible (class, colour) and can drop place words ("left", "top") altogether.
         input_size: Side of the square image the model is trained and run at.
         dropout: Dropout in attention and feed-forward blocks.
         normalization: Input scaling (travels to the scene pipeline).
@@ -106,6 +113,8 @@ class CroBIMConfig:
     mid_stride: int = 8
     mid_positions: bool = False
     mid_self_attention: bool = False
+    head_coordinates: bool = False
+    sentence_mean: bool = False
     input_size: int = 512
     dropout: float = 0.0
     normalization: NormalizationSpec = field(

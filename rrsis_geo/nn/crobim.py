@@ -36,7 +36,7 @@ from rrsis_geo.nn.capm import CAPM, append_prompts
 from rrsis_geo.nn.config import NAMED_CONFIGS, CroBIMConfig, named_config
 from rrsis_geo.nn.encoders import TextEncoder, VisionEncoder, load_tokenizer
 from rrsis_geo.nn.heads import MaskHead, PresenceHead, SentenceQuery
-from rrsis_geo.nn.lgfa import LGFA
+from rrsis_geo.nn.lgfa import LGFA, masked_mean
 from rrsis_geo.nn.mid import MID
 
 __all__ = [
@@ -124,7 +124,8 @@ class CroBIM(nn.Module):
             config.mid_self_attention,
         )
         self.sentence = SentenceQuery(dim, config.num_heads)
-        self.mask_head = MaskHead(dim)
+        self.sentence_mean = nn.Linear(text_dim, dim) if config.sentence_mean else None
+        self.mask_head = MaskHead(dim, config.head_coordinates)
         self.presence_head = PresenceHead(dim)
 
     @classmethod
@@ -145,6 +146,7 @@ class CroBIM(nn.Module):
         input_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         text: TextState | None = None,
+        image_index: torch.Tensor | None = None,
     ) -> CroBIMOutput:
         """Mask and presence logits.
 
@@ -153,13 +155,18 @@ class CroBIM(nn.Module):
             input_ids: ``(B, T)`` token ids (when ``text`` is not given).
             attention_mask: ``(B, T)``, 1 for real tokens.
             text: A :class:`TextState` from :meth:`encode_text` (batch 1 or B).
+            image_index: ``(N,)``: expression ``i`` is about ``images[image_index[i]]``. Several
+                expressions of one image then share one vision pass (training batches an image
+                with all its expressions); outputs have batch N. None: one image per expression.
         """
         if text is None:
             if input_ids is None or attention_mask is None:
                 raise ValueError("give input_ids and attention_mask, or text")
             text = self.encode_text(input_ids, attention_mask)
-        text = text.expand(images.shape[0])
         features = self.vision(images)
+        if image_index is not None:
+            features = [level.index_select(0, image_index) for level in features]
+        text = text.expand(features[0].shape[0])
         prompts = self.capm(features)
         prompted_embeddings, prompted_mask = append_prompts(
             text.embeddings, text.attention_mask, prompts
@@ -168,6 +175,10 @@ class CroBIM(nn.Module):
         fused, per_level = self.lgfa(features, text.features, text.attention_mask)
         decoded, words = self.mid(fused, prompted, prompted_mask)
         sentence = self.sentence(words, prompted_mask)
+        if self.sentence_mean is not None:
+            sentence = sentence + self.sentence_mean(
+                masked_mean(text.features, text.attention_mask)
+            )
         logits, pixels = self.mask_head(decoded + fused, per_level[0], sentence)
         presence = self.presence_head(pixels, logits, sentence)
         logits = F.interpolate(
@@ -183,7 +194,11 @@ class CroBIM(nn.Module):
             "capm": [self.capm],
             "lgfa": [self.lgfa],
             "mid": [self.mid],
-            "heads": [self.sentence, self.mask_head, self.presence_head],
+            "heads": [
+                m
+                for m in (self.sentence, self.sentence_mean, self.mask_head, self.presence_head)
+                if m is not None
+            ],
         }
         return {
             name: sum(p.numel() for module in modules for p in module.parameters())

@@ -3,9 +3,10 @@
 Mask (paper: a matrix product between the decoded visual map and the language side): a learned
 query attends over the decoded text tokens (under their mask) to give one sentence vector; the
 stride-8 map is refined with the stride-4 level (one light FPN step); the logit of each pixel is
-the scaled dot product of its feature with the sentence vector. Presence (ours, for big scenes):
-the same sentence vector and the mask-weighted mean of pixel features go through a small MLP to
-one logit per image: "is the referent in this tile at all?".
+the scaled dot product of its feature with the sentence vector. Optionally (``coordinates``,
+ours) the refinement also sees each pixel's place in the image, in [-1, 1] coordinates.
+Presence (ours, for big scenes): the same sentence vector and the mask-weighted mean of pixel
+features go through a small MLP to one logit per image: "is the referent in this tile at all?".
 """
 
 from __future__ import annotations
@@ -14,7 +15,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["MaskHead", "PresenceHead", "SentenceQuery"]
+__all__ = ["MaskHead", "PresenceHead", "SentenceQuery", "coordinate_maps"]
+
+
+def coordinate_maps(like: torch.Tensor) -> torch.Tensor:
+    """``(B, 2, H, W)`` x and y of pixel centres in [-1, 1], for a ``(B, C, H, W)`` map."""
+    batch, _, height, width = like.shape
+    ys = (torch.arange(height, device=like.device, dtype=like.dtype) + 0.5) / height * 2 - 1
+    xs = (torch.arange(width, device=like.device, dtype=like.dtype) + 0.5) / width * 2 - 1
+    grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=0)
+    return grid.unsqueeze(0).expand(batch, -1, -1, -1)
 
 
 class SentenceQuery(nn.Module):
@@ -42,15 +52,20 @@ class SentenceQuery(nn.Module):
 class MaskHead(nn.Module):
     """Per-pixel logits from a stride-8 map, refined at stride 4.
 
+    Args:
+        dim: Width D.
+        coordinates: Append the pixels' (x, y) in [-1, 1] to the refinement's input.
+
     Shapes:
         decoded ``(B, D, H_8, W_8)``, fine ``(B, D, H_4, W_4)``, sentence ``(B, D)`` ->
         logits ``(B, H_4, W_4)`` and the pixel features ``(B, D, H_4, W_4)``.
     """
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, coordinates: bool = False) -> None:
         super().__init__()
+        self.coordinates = coordinates
         self.refine = nn.Sequential(
-            nn.Conv2d(2 * dim, dim, 1),
+            nn.Conv2d(2 * dim + (2 if coordinates else 0), dim, 1),
             nn.GroupNorm(8, dim),
             nn.GELU(),
             nn.Conv2d(dim, dim, 3, padding=1),
@@ -66,7 +81,10 @@ class MaskHead(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits and pixel features at stride 4."""
         up = F.interpolate(decoded, size=fine.shape[-2:], mode="bilinear", align_corners=False)
-        pixels = self.refine(torch.cat([up, fine], dim=1))
+        inputs = [up, fine]
+        if self.coordinates:
+            inputs.append(coordinate_maps(fine))
+        pixels = self.refine(torch.cat(inputs, dim=1))
         query = self.sentence(sentence)
         logits = torch.einsum("bd,bdhw->bhw", query, pixels) / self.dim**0.5 + self.bias
         return logits, pixels

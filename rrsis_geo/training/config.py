@@ -30,6 +30,10 @@ class DataConfig:
         val_split: Split checkpoints are selected on (never the test split).
         negatives: Share of training samples paired with another sample's expression whose
             referent is absent (empty mask, presence 0), for the presence head.
+        group_by_image: Batch each image with all its expressions
+            (:class:`~rrsis_geo.training.dataset.ImageGroups`): ``batch_size`` then counts
+            images, the vision encoder runs once per image, and a batch holds several referents
+            on one image.
     """
 
     root: str = ""
@@ -37,6 +41,7 @@ class DataConfig:
     train_split: str = "train"
     val_split: str = "val"
     negatives: float = 0.0
+    group_by_image: bool = False
 
 
 @dataclass
@@ -75,7 +80,7 @@ class TrainConfig:
             ``{input_size: 320, dim: 128}``.
         data: Data.
         optim: Optimizer.
-        batch_size: Samples per micro-batch and process.
+        batch_size: Samples per micro-batch and process (images, with ``data.group_by_image``).
         epochs: Epochs (ignored when ``max_steps`` is set).
         max_steps: Optimizer steps to run, if set.
         amp: ``none``, ``bf16`` or ``fp16`` (GPU only; CPU runs in float32).

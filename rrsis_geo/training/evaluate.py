@@ -18,7 +18,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from rrsis_geo.nn.crobim import CroBIM
-from rrsis_geo.training.dataset import prepare_sample
+from rrsis_geo.training.dataset import prepare_image, prepare_mask
 from rrsis_geo.training.metrics import MetricResult, Protocol, RunningMetrics
 
 __all__ = ["evaluate"]
@@ -63,7 +63,7 @@ def evaluate(
         predictions_dir.mkdir(parents=True, exist_ok=True)
     for start in range(0, len(indices), batch_size):
         batch = [samples[i] for i in indices[start : start + batch_size]]
-        images = torch.stack([prepare_sample(s.image, s.mask, config)[0] for s in batch])
+        images = torch.stack([prepare_image(s.image, config) for s in batch])
         encoded = tokenizer(
             [s.expression for s in batch],
             padding="max_length",
@@ -90,7 +90,7 @@ def evaluate(
                 target = np.asarray(sample.mask, dtype=bool)
             else:
                 resized = logits[index]
-                target = prepare_sample(sample.image, sample.mask, config)[1].numpy() > 0.5
+                target = prepare_mask(sample.mask, config).numpy() > 0.5
             prediction = (resized.sigmoid() >= threshold).cpu().numpy()
             label = sample.category if groups is None else groups.get(sample.sample_id)
             metrics.update(prediction, target, label, sample.sample_id)

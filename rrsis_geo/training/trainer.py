@@ -36,7 +36,7 @@ from rrsis_geo.nn.crobim import CroBIM
 from rrsis_geo.nn.encoders import load_tokenizer
 from rrsis_geo.nn.losses import segmentation_loss
 from rrsis_geo.training.config import TrainConfig
-from rrsis_geo.training.dataset import TrainingSamples, collate
+from rrsis_geo.training.dataset import ImageGroups, TrainingSamples, collate, collate_groups
 
 __all__ = ["Distributed", "build_model_config", "train"]
 
@@ -191,9 +191,10 @@ def train(config: TrainConfig, resume: bool = False, stop_after_steps: int | Non
         config.data.negatives,
         config.seed,
     )
+    items: Any = ImageGroups(train_set) if config.data.group_by_image else train_set
     val_samples = _open_split(config, config.data.val_split)
     sampler: DistributedSampler[Any] = DistributedSampler(
-        train_set,
+        items,
         num_replicas=env.world_size,
         rank=env.rank,
         shuffle=True,
@@ -203,10 +204,10 @@ def train(config: TrainConfig, resume: bool = False, stop_after_steps: int | Non
     # The loader's own generator: creating an epoch's iterator must not draw from the global
     # RNG (dropout uses it), or a resumed run would drift from the uninterrupted one.
     loader = DataLoader(
-        train_set,
+        items,
         batch_size=config.batch_size,
         sampler=sampler,
-        collate_fn=collate,
+        collate_fn=collate_groups if config.data.group_by_image else collate,
         num_workers=config.num_workers,
         drop_last=True,
         generator=torch.Generator().manual_seed(config.seed),
@@ -215,7 +216,7 @@ def train(config: TrainConfig, resume: bool = False, stop_after_steps: int | Non
     steps_per_epoch = len(loader) // accumulation
     if steps_per_epoch == 0:
         raise InputError(
-            f"{len(train_set)} training samples are fewer than one step "
+            f"{len(items)} training items are fewer than one step "
             f"({config.batch_size} x {accumulation} x {env.world_size} processes)"
         )
     total_steps = config.max_steps or config.epochs * steps_per_epoch
@@ -244,6 +245,7 @@ def train(config: TrainConfig, resume: bool = False, stop_after_steps: int | Non
     started = time.perf_counter()
     model.train()
     micro = 0
+    samples_in_step = 0
     running_loss = 0.0
     stop = stop_after_steps if stop_after_steps is not None else total_steps
     bar = _StepBar(total_steps, state["step"]) if env.main else None
@@ -258,7 +260,12 @@ def train(config: TrainConfig, resume: bool = False, stop_after_steps: int | Non
                 network.no_sync() if env.world_size > 1 and not sync else contextlib.nullcontext()
             )
             with context, torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                output = network(batch["image"], batch["input_ids"], batch["attention_mask"])
+                output = network(
+                    batch["image"],
+                    batch["input_ids"],
+                    batch["attention_mask"],
+                    image_index=batch.get("image_index"),
+                )
                 loss = segmentation_loss(
                     output.mask_logits.float(),
                     batch["mask"],
@@ -271,6 +278,7 @@ def train(config: TrainConfig, resume: bool = False, stop_after_steps: int | Non
                 scaler.scale(loss / accumulation).backward()
             running_loss += float(loss.detach()) / accumulation
             micro += 1
+            samples_in_step += batch["mask"].shape[0]
             if not sync:
                 continue
             if config.optim.clip_grad_norm > 0:
@@ -282,7 +290,8 @@ def train(config: TrainConfig, resume: bool = False, stop_after_steps: int | Non
             scheduler.step()
             state["step"] += 1
             state["batch_in_epoch"] = batch_index + 1
-            state["samples_seen"] += config.batch_size * accumulation * env.world_size
+            state["samples_seen"] += round(env.mean(samples_in_step) * env.world_size)
+            samples_in_step = 0
             loss_value = env.mean(running_loss)
             if bar is not None:
                 bar.update(state["step"], loss_value)

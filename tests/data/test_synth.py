@@ -15,6 +15,7 @@ from rrsis_geo.data.synth import (
     CATEGORIES,
     EXPRESSION_TYPES,
     SCENE_CRS,
+    chip_world,
     make_expressions,
     render_world,
     scene_paths,
@@ -61,6 +62,12 @@ def test_chips_are_a_risbench_split_the_reader_consumes(tmp_path):
             assert record["object_id"] == 0
         else:
             assert record["category_name"] in sample.expression.lower()
+        # The chip's frame can be drawn again, with the labels that tell its objects apart.
+        world = chip_world(record["seed"], record["image_index"])
+        assert np.array_equal(world.image, sample.image)
+        assert np.array_equal(world.labels == record["object_id"], sample.mask) or (
+            record["object_id"] == 0
+        )
 
 
 def test_chip_split_is_not_replaced_without_overwrite(tmp_path):

@@ -1,11 +1,13 @@
 """Each CroBIM module: shapes, padding, gradients, determinism."""
 
+import dataclasses
+
 import pytest
 import torch
 
 from rrsis_geo.nn.capm import CAPM, append_prompts
 from rrsis_geo.nn.crobim import CroBIM
-from rrsis_geo.nn.heads import MaskHead, PresenceHead, SentenceQuery
+from rrsis_geo.nn.heads import MaskHead, PresenceHead, SentenceQuery, coordinate_maps
 from rrsis_geo.nn.lgfa import LGFA, LanguageGuidedAttention
 from rrsis_geo.nn.mid import MID, sine_positions
 
@@ -127,8 +129,23 @@ def test_text_encoded_once_gives_the_same_result(tiny):
     torch.testing.assert_close(once.mask_logits, each.mask_logits)
 
 
-def test_gradients_reach_every_trainable_parameter(tiny):
-    model, tokenizer = tiny
+@pytest.fixture(params=["paper", "our additions"])
+def tiny_variants(request, tiny_config):
+    from rrsis_geo.nn.encoders import load_tokenizer
+
+    if request.param == "our additions":
+        tiny_config = dataclasses.replace(
+            tiny_config,
+            mid_positions=True,
+            mid_self_attention=True,
+            head_coordinates=True,
+            sentence_mean=True,
+        )
+    return CroBIM(tiny_config).eval(), load_tokenizer(tiny_config.text)
+
+
+def test_gradients_reach_every_trainable_parameter(tiny_variants):
+    model, tokenizer = tiny_variants
     model.train()
     ids, mask = tokens(tokenizer, ["the tank on the left", "a plane"], 12)
     out = model(torch.randn(2, 3, 64, 64), ids, mask)
@@ -183,3 +200,40 @@ def test_mid_sees_where_tokens_are_only_with_positions(self_attention):
             moved, _ = mid(shuffled(visual), text, mask)
         same = torch.allclose(shuffled(direct), moved, atol=1e-5)
         assert same != positions
+
+
+def test_expressions_sharing_an_image_match_one_image_per_expression(tiny):
+    model, tokenizer = tiny
+    images = torch.randn(2, 3, 64, 64)
+    texts = ["the tank", "the ship on the left", "the largest plane"]
+    ids, mask = tokens(tokenizer, texts, 12)
+    image_index = torch.tensor([1, 0, 1])
+    with torch.no_grad():
+        shared = model(images, ids, mask, image_index=image_index)
+        repeated = model(images[image_index], ids, mask)
+    assert shared.mask_logits.shape == (3, 64, 64)
+    torch.testing.assert_close(shared.mask_logits, repeated.mask_logits, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(shared.presence_logits, repeated.presence_logits)
+
+
+def test_coordinate_maps_span_the_map_left_to_right_and_top_to_bottom():
+    grid = coordinate_maps(torch.zeros(2, 7, 3, 4))
+    assert grid.shape == (2, 2, 3, 4)
+    torch.testing.assert_close(grid[0, 0, 0], torch.tensor([-0.75, -0.25, 0.25, 0.75]))
+    torch.testing.assert_close(grid[1, 1, :, 2], torch.tensor([-2 / 3, 0.0, 2 / 3]))
+
+
+def test_mask_head_with_coordinates_tells_places_apart():
+    # The same feature everywhere: without coordinates every pixel away from the border (where
+    # the 3x3 convolution's zero padding shows) gets the same logit; with them the logit can
+    # depend on where the pixel is.
+    torch.manual_seed(0)
+    decoded, fine = torch.ones(1, 16, 4, 4), torch.ones(1, 16, 8, 8)
+    sentence = torch.randn(1, 16)
+    for coordinates in (False, True):
+        head = MaskHead(16, coordinates).eval()
+        with torch.no_grad():
+            logits, _ = head(decoded, fine, sentence)
+        assert logits.shape == (1, 8, 8)
+        inner = logits[0, 2:-2, 2:-2]
+        assert bool(torch.allclose(inner, inner[0, 0], atol=1e-6)) != coordinates

@@ -5,9 +5,11 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from PIL import Image
 
@@ -165,3 +167,66 @@ def test_eval_cli_prints_the_paper_table_with_its_protocol(run_config, tmp_path)
     results = json.loads(out.read_text())
     assert results["count"] == 4
     assert len(list((tmp_path / "pred").iterdir())) == 4
+
+
+def add_second_expressions(root):
+    """Give each train image a second expression (a hard link, as synthetic chips do) whose
+    referent is another object: the dark 8 x 8 corner."""
+    phrases = root / "output_phrase_train.txt"
+    lines = phrases.read_text().splitlines(keepends=True)
+    for line in list(lines):
+        name = line.split()[0]
+        second = name.replace("_0.png", "_1.png")
+        os.link(root / "img_rgb" / name, root / "img_rgb" / second)
+        mask = np.zeros((SIZE, SIZE), dtype=np.uint8)
+        mask[:8, :8] = 255
+        Image.fromarray(mask, mode="L").save(root / "mask" / second)
+        lines.append(f"{second} the top left corner\n")
+    phrases.write_text("".join(lines))
+
+
+def test_image_groups_read_each_image_once_with_all_its_expressions(run_config):
+    from rrsis_geo.data.readers import open_dataset
+    from rrsis_geo.nn.encoders import load_tokenizer
+    from rrsis_geo.training.dataset import ImageGroups, TrainingSamples, collate_groups
+    from rrsis_geo.training.trainer import build_model_config
+
+    config = load_config(run_config)
+    add_second_expressions(Path(config.data.root))
+    model_config = build_model_config(config)
+    samples = open_dataset(config.data.root, "train", "risbench")
+    items = TrainingSamples(samples, model_config, load_tokenizer(model_config.text), 0.25)
+    groups = ImageGroups(items)
+    assert len(samples) == 16 and len(items) == 20
+    assert len(groups) == 8  # 8 images; the 4 negatives join the group of their image
+    assert min(len(g) for g in groups.groups) >= 2
+    assert sum(len(g) for g in groups.groups) == 20
+    for image, text in items.negative_pairs:  # never an expression of the same image
+        assert samples.records[image].image_path.stat().st_ino != (
+            samples.records[text].image_path.stat().st_ino
+        )
+    for index, members in enumerate(groups.groups):
+        item = groups[index]
+        assert item["image"].shape == (1, 3, SIZE, SIZE)
+        assert item["mask"].shape == (len(members), SIZE, SIZE)
+        for row, member in enumerate(members):
+            single = items[member]
+            torch.testing.assert_close(item["image"][0], single["image"])
+            torch.testing.assert_close(item["mask"][row], single["mask"])
+            assert torch.equal(item["input_ids"][row], single["input_ids"])
+            assert item["present"][row] == single["present"]
+    batch = collate_groups([groups[0], groups[1]])
+    sizes = [len(groups.groups[0]), len(groups.groups[1])]
+    assert batch["image"].shape[0] == 2
+    assert batch["image_index"].tolist() == [0] * sizes[0] + [1] * sizes[1]
+
+
+def test_training_grouped_by_image_learns_and_counts_expressions(run_config):
+    config = load_config(run_config, ["max_steps=30", "data.group_by_image=true", "batch_size=2"])
+    add_second_expressions(Path(config.data.root))
+    run_dir = train(config)
+    values = [losses(run_dir)[step] for step in sorted(losses(run_dir))]
+    assert len(values) == 30
+    assert np.mean(values[-6:]) < 0.8 * np.mean(values[:6])
+    state = json.loads((run_dir / "checkpoints" / "last" / "trainer_state.json").read_text())
+    assert state["samples_seen"] == 30 * 2 * 2  # 2 images of 2 expressions per step

@@ -8,6 +8,7 @@ ground truth. The same seed gives the same bytes. ``rrsis data synth`` is the co
 from rrsis_geo.data.synth.export import (
     SCENE_CRS,
     ChipSummary,
+    chip_world,
     scene_paths,
     write_chips,
     write_scene,
@@ -25,6 +26,7 @@ __all__ = [
     "Road",
     "World",
     "WorldObject",
+    "chip_world",
     "make_expressions",
     "render_world",
     "scene_paths",

@@ -37,7 +37,7 @@ from rrsis_geo.data.synth.expressions import Expression, make_expressions
 from rrsis_geo.data.synth.world import GSD, World, render_world
 from rrsis_geo.errors import InputError, OutputError
 
-__all__ = ["SCENE_CRS", "ChipSummary", "scene_paths", "write_chips", "write_scene"]
+__all__ = ["SCENE_CRS", "ChipSummary", "chip_world", "scene_paths", "write_chips", "write_scene"]
 
 CHIP_SIZE = 512
 SCENE_CRS = "EPSG:32633"
@@ -66,6 +66,15 @@ class ChipSummary:
 def _chip_rng(seed: int, index: int) -> np.random.Generator:
     # One generator per chip: chip i is the same whatever the count or the order of writing.
     return np.random.default_rng([seed, index])
+
+
+def chip_world(seed: int, index: int) -> World:
+    """The frame of chip ``index`` of a split drawn with ``seed``, as :func:`write_chips` drew it.
+
+    Its ``labels`` tell the objects apart, which the chips' masks (one referent each) do not:
+    evaluations use it to say which object a wrong prediction picked.
+    """
+    return render_world(_chip_rng(seed, index), CHIP_SIZE, CHIP_SIZE)
 
 
 def write_chips(
