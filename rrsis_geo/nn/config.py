@@ -92,6 +92,13 @@ class CroBIMConfig:
             as a sentence embedding) to the heads' sentence vector (our addition, off in the
             paper configs). The attention pooling listens to the words that match something
             visible (class, colour) and can drop place words ("left", "top") altogether.
+        object_selection: Choose one object among the regions the mask found (our addition,
+            off in the paper configs; :mod:`rrsis_geo.nn.selection`): the regions become
+            candidates with their place, size and ranks, a small transformer scores them against
+            the words and the image, and the regions not chosen fade. For "the largest",
+            "the leftmost", "the one closest to the road", which pixel-word matching cannot tell
+            apart.
+        max_candidates: Candidate objects per image for ``object_selection``.
         input_size: Side of the square image the model is trained and run at.
         dropout: Dropout in attention and feed-forward blocks.
         normalization: Input scaling (travels to the scene pipeline).
@@ -115,6 +122,8 @@ class CroBIMConfig:
     mid_self_attention: bool = False
     head_coordinates: bool = False
     sentence_mean: bool = False
+    object_selection: bool = False
+    max_candidates: int = 12
     input_size: int = 512
     dropout: float = 0.0
     normalization: NormalizationSpec = field(

@@ -38,6 +38,7 @@ from rrsis_geo.nn.encoders import TextEncoder, VisionEncoder, load_tokenizer
 from rrsis_geo.nn.heads import MaskHead, PresenceHead, SentenceQuery
 from rrsis_geo.nn.lgfa import LGFA, masked_mean
 from rrsis_geo.nn.mid import MID
+from rrsis_geo.nn.selection import Candidates, ObjectSelector
 
 __all__ = [
     "CroBIM",
@@ -83,10 +84,19 @@ class TextState:
 
 @dataclass
 class CroBIMOutput:
-    """Model outputs: ``mask_logits`` ``(B, S, S)`` and ``presence_logits`` ``(B,)``."""
+    """Model outputs: ``mask_logits`` ``(B, S, S)`` and ``presence_logits`` ``(B,)``.
+
+    With ``object_selection``, ``mask_logits`` are the selected ones; the output also has the
+    ``candidate_scores`` ``(B, K)``, the ``candidates`` they score (for
+    :func:`~rrsis_geo.nn.selection.selection_loss`) and the ``unselected_logits`` ``(B, S, S)``
+    of the mask before selection (what the mask loss trains).
+    """
 
     mask_logits: torch.Tensor
     presence_logits: torch.Tensor
+    candidate_scores: torch.Tensor | None = None
+    candidates: Candidates | None = None
+    unselected_logits: torch.Tensor | None = None
 
 
 class CroBIM(nn.Module):
@@ -126,6 +136,11 @@ class CroBIM(nn.Module):
         self.sentence = SentenceQuery(dim, config.num_heads)
         self.sentence_mean = nn.Linear(text_dim, dim) if config.sentence_mean else None
         self.mask_head = MaskHead(dim, config.head_coordinates)
+        self.selector = (
+            ObjectSelector(dim, config.num_heads, text_dim, max_candidates=config.max_candidates)
+            if config.object_selection
+            else None
+        )
         self.presence_head = PresenceHead(dim)
 
     @classmethod
@@ -181,10 +196,31 @@ class CroBIM(nn.Module):
             )
         logits, pixels = self.mask_head(decoded + fused, per_level[0], sentence)
         presence = self.presence_head(pixels, logits, sentence)
-        logits = F.interpolate(
+        if self.selector is None:
+            return CroBIMOutput(self._full_size(logits, images), presence)
+        # The selector learns from its own loss only, on detached maps: choosing among the
+        # regions must not teach the mask to find fewer of them. It reads the plain words
+        # (frozen MiniLM's, stable from the first step) rather than MID's decoded ones.
+        selected, scores, candidates = self.selector(
+            logits.detach(),
+            pixels.detach(),
+            text.features,
+            text.attention_mask,
+            (decoded + fused).detach(),
+        )
+        return CroBIMOutput(
+            self._full_size(selected, images),
+            presence,
+            scores,
+            candidates,
+            self._full_size(logits, images),
+        )
+
+    @staticmethod
+    def _full_size(logits: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(
             logits.unsqueeze(1), size=images.shape[-2:], mode="bilinear", align_corners=False
         )[:, 0]
-        return CroBIMOutput(logits, presence)
 
     def parameter_counts(self) -> dict[str, int]:
         """Parameters per part: vision, text, capm, lgfa, mid, heads."""
@@ -196,7 +232,13 @@ class CroBIM(nn.Module):
             "mid": [self.mid],
             "heads": [
                 m
-                for m in (self.sentence, self.sentence_mean, self.mask_head, self.presence_head)
+                for m in (
+                    self.sentence,
+                    self.sentence_mean,
+                    self.mask_head,
+                    self.selector,
+                    self.presence_head,
+                )
                 if m is not None
             ],
         }

@@ -24,11 +24,11 @@ from torch import nn
 
 from rrsis_geo.nn.capm import FeedForward
 
-__all__ = ["MID", "MIDLayer", "sine_positions"]
+__all__ = ["MID", "MIDLayer", "sine_encode", "sine_positions"]
 
 
-def sine_positions(height: int, width: int, dim: int, device: torch.device) -> torch.Tensor:
-    """``(H*W, dim)`` fixed encodings of row and column centres in [0, 1] (half the channels each).
+def sine_encode(points: torch.Tensor, dim: int) -> torch.Tensor:
+    """``(..., dim)`` fixed encodings of ``(..., 2)`` points (x, y) in [0, 1], half per axis.
 
     Raises:
         ValueError: When ``dim`` is not a multiple of 4.
@@ -38,14 +38,22 @@ def sine_positions(height: int, width: int, dim: int, device: torch.device) -> t
     quarter = dim // 4
     # 1 to 64 half-cycles across the image: coarse enough for "top left", fine enough to
     # tell neighbouring tokens apart.
-    frequencies = torch.pi * 2.0 ** torch.linspace(0, 6, quarter, device=device)
+    frequencies = torch.pi * 2.0 ** torch.linspace(0, 6, quarter, device=points.device)
+    angles_x = points[..., 0:1].float() * frequencies
+    angles_y = points[..., 1:2].float() * frequencies
+    return torch.cat([angles_y.sin(), angles_y.cos(), angles_x.sin(), angles_x.cos()], dim=-1)
+
+
+def sine_positions(height: int, width: int, dim: int, device: torch.device) -> torch.Tensor:
+    """``(H*W, dim)`` :func:`sine_encode` of a grid's cell centres, row by row.
+
+    Raises:
+        ValueError: When ``dim`` is not a multiple of 4.
+    """
     rows = (torch.arange(height, device=device, dtype=torch.float32) + 0.5) / height
     cols = (torch.arange(width, device=device, dtype=torch.float32) + 0.5) / width
-    angles_y = rows[:, None] * frequencies[None, :]
-    angles_x = cols[:, None] * frequencies[None, :]
-    y = torch.cat([angles_y.sin(), angles_y.cos()], dim=1)[:, None, :].expand(height, width, -1)
-    x = torch.cat([angles_x.sin(), angles_x.cos()], dim=1)[None, :, :].expand(height, width, -1)
-    return torch.cat([y, x], dim=2).reshape(height * width, dim)
+    grid = torch.stack(torch.meshgrid(cols, rows, indexing="xy"), dim=-1)
+    return sine_encode(grid.reshape(height * width, 2), dim)
 
 
 class MIDLayer(nn.Module):

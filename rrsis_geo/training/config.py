@@ -91,7 +91,8 @@ class TrainConfig:
         tensorboard: Also log to TensorBoard (needs the tensorboard package).
         num_workers: DataLoader workers.
         output_dir: Folder holding run folders.
-        loss: Loss weights: ``bce``, ``dice``, ``presence``.
+        loss: Loss weights: ``bce``, ``dice``, ``presence``, ``selection`` (models with
+            ``object_selection``; default 1).
     """
 
     name: str = "run"

@@ -35,6 +35,7 @@ from rrsis_geo.nn.config import CroBIMConfig, named_config
 from rrsis_geo.nn.crobim import CroBIM
 from rrsis_geo.nn.encoders import load_tokenizer
 from rrsis_geo.nn.losses import segmentation_loss
+from rrsis_geo.nn.selection import selection_loss
 from rrsis_geo.training.config import TrainConfig
 from rrsis_geo.training.dataset import ImageGroups, TrainingSamples, collate, collate_groups
 
@@ -266,8 +267,13 @@ def train(config: TrainConfig, resume: bool = False, stop_after_steps: int | Non
                     batch["attention_mask"],
                     image_index=batch.get("image_index"),
                 )
+                mask_logits = (
+                    output.unselected_logits
+                    if output.unselected_logits is not None
+                    else output.mask_logits
+                )
                 loss = segmentation_loss(
-                    output.mask_logits.float(),
+                    mask_logits.float(),
                     batch["mask"],
                     output.presence_logits.float(),
                     batch["present"],
@@ -275,6 +281,13 @@ def train(config: TrainConfig, resume: bool = False, stop_after_steps: int | Non
                     config.loss.get("dice", 1.0),
                     config.loss.get("presence", 0.5),
                 )
+                if output.candidates is not None and output.candidate_scores is not None:
+                    loss = loss + config.loss.get("selection", 1.0) * selection_loss(
+                        output.candidate_scores,
+                        output.candidates,
+                        batch["mask"],
+                        batch["present"],
+                    )
                 scaler.scale(loss / accumulation).backward()
             running_loss += float(loss.detach()) / accumulation
             micro += 1

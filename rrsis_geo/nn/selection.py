@@ -1,0 +1,301 @@
+"""Object selection (ours, off in the paper configs): choose one of the objects the mask found.
+
+Pixel-level fusion finds "storage tanks" (class, colour) well but has no way to choose *the
+largest* or *the leftmost* of them: every tank matches the words equally, so the mask covers
+them all. Selection works on objects instead of pixels:
+
+1. the connected regions of the mask (logit > 0, at the mask head's stride 4) become candidate
+   objects, each with its place, extent, size and ranks among the others (computed, not
+   learnt: what "leftmost", "largest" or "second from the right" ask for);
+2. a small transformer scores the candidates: they attend to each other (comparisons), to the
+   decoded words and to the decoded visual tokens with their positions (anchors such as "the
+   road" or "the airplane");
+3. each candidate's logits are lowered by how far its score falls below the best one, so the
+   chosen object keeps its mask and the others fade; a single candidate is left as it is.
+
+The regions come from a threshold, so no gradient flows through their shapes. In CroBIM the
+selector reads detached maps and learns from :func:`selection_loss` alone, while the mask loss
+trains the mask before selection: choosing must not teach the mask to find fewer objects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rrsis_geo.nn.capm import FeedForward
+from rrsis_geo.nn.mid import sine_encode, sine_positions
+
+__all__ = [
+    "Candidates",
+    "ObjectSelector",
+    "connected_components",
+    "find_candidates",
+    "selection_loss",
+]
+
+GEOMETRY_FEATURES = 12
+PADDING_SCORE = -1e4
+"""Score of padding candidates: finite, so that no NaN can reach a gradient."""
+
+
+def connected_components(mask: torch.Tensor) -> torch.Tensor:
+    """8-connected regions of ``(B, H, W)`` booleans, on any device.
+
+    Returns:
+        ``(B, H, W)`` int64 labels: 0 for background, otherwise one id per region (the largest
+        flat index of the region, plus 1).
+    """
+    batch, height, width = mask.shape
+    # float32 holds every index exactly up to 2**24 pixels, far above a stride-4 map.
+    index = torch.arange(1, height * width + 1, device=mask.device, dtype=torch.float32)
+    labels = index.view(1, height, width).expand(batch, -1, -1) * mask
+    # Each round spreads the largest id one pixel further, so the rounds are bounded by the
+    # longest path inside a region.
+    for _ in range(height * width):
+        grown = F.max_pool2d(labels.unsqueeze(1), 3, stride=1, padding=1)[:, 0] * mask
+        if torch.equal(grown, labels):
+            break
+        labels = grown
+    return labels.long()
+
+
+@dataclass
+class Candidates:
+    """Candidate objects of a batch, padded to ``K``.
+
+    Attributes:
+        masks: ``(B, K, H, W)`` float 0/1 region masks at the logits' resolution.
+        valid: ``(B, K)`` bool, False for padding.
+        geometry: ``(B, K, GEOMETRY_FEATURES)`` place, extent, size, ranks and confidence.
+        centres: ``(B, K, 2)`` region centres (x, y) in [0, 1].
+    """
+
+    masks: torch.Tensor
+    valid: torch.Tensor
+    geometry: torch.Tensor
+    centres: torch.Tensor
+
+
+def _ranks(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Rank of each valid value among the valid ones, scaled to [0, 1] (0 = smallest)."""
+    filled = values.masked_fill(~valid, float("inf"))
+    order = filled.argsort(dim=1).argsort(dim=1).to(values.dtype)
+    count = valid.sum(dim=1, keepdim=True).to(values.dtype)
+    return torch.where(valid, order / (count - 1).clamp(min=1), torch.zeros_like(values))
+
+
+@torch.no_grad()
+def find_candidates(logits: torch.Tensor, max_candidates: int) -> Candidates:
+    """The ``max_candidates`` largest regions of ``logits > 0`` per image, with their geometry.
+
+    Args:
+        logits: ``(B, H, W)`` mask logits.
+        max_candidates: K; smaller regions beyond the K largest are left out.
+    """
+    batch, height, width = logits.shape
+    labels = connected_components(logits > 0).flatten(1)
+    counts = torch.zeros(batch, height * width + 1, device=logits.device)
+    counts.scatter_add_(1, labels, torch.ones_like(labels, dtype=counts.dtype))
+    counts[:, 0] = 0
+    areas, ids = counts.topk(min(max_candidates, height * width), dim=1)
+    valid = areas > 0
+    masks = (labels.unsqueeze(1) == ids.unsqueeze(2)) & valid.unsqueeze(2)
+    masks = masks.view(batch, -1, height, width).to(logits.dtype)
+    if masks.shape[1] < max_candidates:
+        pad = max_candidates - masks.shape[1]
+        masks = F.pad(masks, (0, 0, 0, 0, 0, pad))
+        valid = F.pad(valid, (0, pad))
+        areas = F.pad(areas, (0, pad))
+
+    xs = (torch.arange(width, device=logits.device, dtype=logits.dtype) + 0.5) / width
+    ys = (torch.arange(height, device=logits.device, dtype=logits.dtype) + 0.5) / height
+    area = masks.sum(dim=(2, 3)).clamp(min=1)
+    column_any = masks.amax(dim=2)  # (B, K, W)
+    row_any = masks.amax(dim=3)  # (B, K, H)
+    cx = (masks.sum(dim=2) * xs).sum(dim=2) / area
+    cy = (masks.sum(dim=3) * ys).sum(dim=2) / area
+    left = torch.where(column_any > 0, xs, 2.0).amin(dim=2)
+    right = torch.where(column_any > 0, xs, -1.0).amax(dim=2)
+    top = torch.where(row_any > 0, ys, 2.0).amin(dim=2)
+    bottom = torch.where(row_any > 0, ys, -1.0).amax(dim=2)
+    probability = (masks * logits.sigmoid().unsqueeze(1)).sum(dim=(2, 3)) / area
+    log_area = torch.log(area / (height * width))
+    count = valid.sum(dim=1, keepdim=True).to(logits.dtype).expand_as(cx)
+    geometry = torch.stack(
+        [
+            cx,
+            cy,
+            left,
+            1 - right,
+            top,
+            1 - bottom,
+            log_area / 10,
+            _ranks(log_area, valid),
+            _ranks(cx, valid),
+            _ranks(cy, valid),
+            probability,
+            count / max_candidates,
+        ],
+        dim=2,
+    )
+    geometry = geometry * valid.unsqueeze(2)
+    centres = torch.stack([cx, cy], dim=2) * valid.unsqueeze(2)
+    return Candidates(masks, valid, geometry, centres)
+
+
+class SelectorLayer(nn.Module):
+    """Candidates attend to each other, to the words and to the visual tokens.
+
+    Shapes:
+        candidates ``(B, K, D)``, words ``(B, T, D)``, visual ``(B, N, D)`` -> ``(B, K, D)``.
+    """
+
+    def __init__(self, dim: int, num_heads: int) -> None:
+        super().__init__()
+        self.attentions = nn.ModuleList(
+            nn.MultiheadAttention(dim, num_heads, batch_first=True) for _ in range(3)
+        )
+        self.norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(4))
+        self.ffn = FeedForward(dim)
+
+    def forward(
+        self,
+        candidates: torch.Tensor,
+        valid: torch.Tensor,
+        words: torch.Tensor,
+        word_mask: torch.Tensor,
+        visual: torch.Tensor,
+    ) -> torch.Tensor:
+        """Updated candidate tokens."""
+        # Padding candidates keep attending (to valid ones) so no row is all-masked.
+        sources = [
+            (candidates, ~valid | ~valid.any(dim=1, keepdim=True)),
+            (words, ~word_mask.bool()),
+            (visual, None),
+        ]
+        for attention, norm, (source, padding) in zip(
+            self.attentions, self.norms, sources, strict=False
+        ):
+            attended, _ = attention(
+                candidates, source, source, key_padding_mask=padding, need_weights=False
+            )
+            candidates = norm(candidates + attended)
+        return self.norms[3](candidates + self.ffn(candidates))
+
+
+class ObjectSelector(nn.Module):
+    """Scores candidate objects against the expression and fades the ones not chosen.
+
+    Args:
+        dim: Width D.
+        num_heads: Attention heads.
+        text_dim: Width of the word features (projected to D).
+        layers: Selector layers.
+        max_candidates: Candidate objects per image (the largest regions).
+        visual_pool: Pool the decoded visual map by this factor for the visual tokens.
+
+    Shapes:
+        logits ``(B, H, W)``, pixels ``(B, D, H, W)``, words ``(B, T, D_t)``, word mask
+        ``(B, T)``, visual ``(B, D, H_v, W_v)`` -> selected logits ``(B, H, W)``, candidate
+        scores ``(B, K)`` (:data:`PADDING_SCORE` for padding) and the :class:`Candidates`.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        text_dim: int,
+        layers: int = 2,
+        max_candidates: int = 12,
+        visual_pool: int = 2,
+    ) -> None:
+        super().__init__()
+        self.max_candidates = max_candidates
+        self.visual_pool = visual_pool
+        self.geometry = nn.Sequential(
+            nn.Linear(GEOMETRY_FEATURES, dim), nn.GELU(), nn.Linear(dim, dim)
+        )
+        self.appearance = nn.Linear(dim, dim)
+        self.words = nn.Linear(text_dim, dim)
+        self.norm = nn.LayerNorm(dim)
+        self.layers = nn.ModuleList(SelectorLayer(dim, num_heads) for _ in range(layers))
+        self.score = nn.Linear(dim, 1)
+
+    def forward(
+        self,
+        logits: torch.Tensor,
+        pixels: torch.Tensor,
+        words: torch.Tensor,
+        word_mask: torch.Tensor,
+        visual: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, Candidates]:
+        """Selected logits, candidate scores and candidates."""
+        candidates = find_candidates(logits.detach().float(), self.max_candidates)
+        masks = candidates.masks.to(pixels.dtype)
+        area = masks.sum(dim=(2, 3)).clamp(min=1).unsqueeze(2)
+        appearance = torch.einsum("bkhw,bdhw->bkd", masks, pixels) / area
+        dim = pixels.shape[1]
+        tokens = (
+            self.geometry(candidates.geometry.to(pixels.dtype))
+            + self.appearance(appearance)
+            + sine_encode(candidates.centres, dim).to(pixels.dtype)
+        )
+        tokens = self.norm(tokens)
+        if self.visual_pool > 1:
+            visual = F.avg_pool2d(visual, self.visual_pool)
+        height, width = visual.shape[-2:]
+        visual_tokens = visual.flatten(2).transpose(1, 2)
+        visual_tokens = visual_tokens + sine_positions(height, width, dim, visual.device).to(
+            visual_tokens.dtype
+        )
+        words = self.words(words)
+        for layer in self.layers:
+            tokens = layer(tokens, candidates.valid, words, word_mask, visual_tokens)
+        scores = self.score(tokens)[..., 0].float()
+        scores = scores.masked_fill(~candidates.valid, PADDING_SCORE)
+        best = scores.amax(dim=1, keepdim=True)
+        # How far below the best each candidate falls: 0 for the chosen one (and for a lone
+        # candidate), large and negative for the objects not meant.
+        shortfall = torch.where(candidates.valid, scores - best, torch.zeros_like(scores))
+        selected = logits + torch.einsum("bk,bkhw->bhw", shortfall.to(logits.dtype), masks)
+        return selected, scores, candidates
+
+
+def selection_loss(
+    scores: torch.Tensor,
+    candidates: Candidates,
+    target: torch.Tensor,
+    present: torch.Tensor | None = None,
+    min_iou: float = 0.3,
+) -> torch.Tensor:
+    """Cross-entropy towards the candidate that best overlaps the target mask.
+
+    Images whose referent is absent, or whose best candidate overlaps the target by less than
+    ``min_iou`` (the mask missed it: nothing to choose), do not count.
+
+    Args:
+        scores: ``(B, K)`` candidate scores (:data:`PADDING_SCORE` for padding).
+        candidates: The candidates they score.
+        target: ``(B, H_t, W_t)`` target masks (any resolution; resized to the candidates').
+        present: ``(B,)`` in {0, 1}, optional.
+        min_iou: Least overlap for a candidate to be a target.
+    """
+    masks = candidates.masks.float()
+    size = masks.shape[-2:]
+    target = target.float().unsqueeze(1)
+    if target.shape[-2:] != size:
+        target = F.adaptive_avg_pool2d(target, (size[0], size[1]))
+    intersection = (masks * target).sum(dim=(2, 3))
+    union = masks.sum(dim=(2, 3)) + target.sum(dim=(2, 3)) - intersection
+    iou = torch.where(candidates.valid, intersection / union.clamp(min=1e-6), -1.0)
+    best_iou, best = iou.max(dim=1)
+    counted = best_iou >= min_iou
+    if present is not None:
+        counted &= present.bool()
+    if not counted.any():
+        return scores.sum() * 0.0
+    return F.cross_entropy(scores[counted], best[counted])
