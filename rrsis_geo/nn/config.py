@@ -99,6 +99,9 @@ class CroBIMConfig:
             "the leftmost", "the one closest to the road", which pixel-word matching cannot tell
             apart.
         max_candidates: Candidate objects per image for ``object_selection``.
+        selection_sharpness: How hard the regions not chosen fade: their logits drop by this
+            times their score's shortfall from the best. An inference setting (no loss reads
+            the selected logits), chosen on validation data.
         input_size: Side of the square image the model is trained and run at.
         dropout: Dropout in attention and feed-forward blocks.
         normalization: Input scaling (travels to the scene pipeline).
@@ -124,6 +127,7 @@ class CroBIMConfig:
     sentence_mean: bool = False
     object_selection: bool = False
     max_candidates: int = 12
+    selection_sharpness: float = 1.0
     input_size: int = 512
     dropout: float = 0.0
     normalization: NormalizationSpec = field(

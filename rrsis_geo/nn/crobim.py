@@ -137,7 +137,13 @@ class CroBIM(nn.Module):
         self.sentence_mean = nn.Linear(text_dim, dim) if config.sentence_mean else None
         self.mask_head = MaskHead(dim, config.head_coordinates)
         self.selector = (
-            ObjectSelector(dim, config.num_heads, text_dim, max_candidates=config.max_candidates)
+            ObjectSelector(
+                dim,
+                config.num_heads,
+                text_dim,
+                max_candidates=config.max_candidates,
+                sharpness=config.selection_sharpness,
+            )
             if config.object_selection
             else None
         )

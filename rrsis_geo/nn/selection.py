@@ -10,8 +10,9 @@ them all. Selection works on objects instead of pixels:
 2. a small transformer scores the candidates: they attend to each other (comparisons), to the
    decoded words and to the decoded visual tokens with their positions (anchors such as "the
    road" or "the airplane");
-3. each candidate's logits are lowered by how far its score falls below the best one, so the
-   chosen object keeps its mask and the others fade; a single candidate is left as it is.
+3. each candidate's logits are lowered by how far its score falls below the best one (times a
+   sharpness), so the chosen object keeps its mask and the others fade; a single candidate is
+   left as it is.
 
 The regions come from a threshold, so no gradient flows through their shapes. In CroBIM the
 selector reads detached maps and learns from :func:`selection_loss` alone, while the mask loss
@@ -196,6 +197,8 @@ class ObjectSelector(nn.Module):
         text_dim: Width of the word features (projected to D).
         layers: Selector layers.
         max_candidates: Candidate objects per image (the largest regions).
+        sharpness: Logits of a region drop by ``sharpness`` times its score's shortfall from
+            the best candidate's.
         visual_pool: Pool the decoded visual map by this factor for the visual tokens.
 
     Shapes:
@@ -212,9 +215,11 @@ class ObjectSelector(nn.Module):
         layers: int = 2,
         max_candidates: int = 12,
         visual_pool: int = 2,
+        sharpness: float = 1.0,
     ) -> None:
         super().__init__()
         self.max_candidates = max_candidates
+        self.sharpness = sharpness
         self.visual_pool = visual_pool
         self.geometry = nn.Sequential(
             nn.Linear(GEOMETRY_FEATURES, dim), nn.GELU(), nn.Linear(dim, dim)
@@ -261,6 +266,7 @@ class ObjectSelector(nn.Module):
         # How far below the best each candidate falls: 0 for the chosen one (and for a lone
         # candidate), large and negative for the objects not meant.
         shortfall = torch.where(candidates.valid, scores - best, torch.zeros_like(scores))
+        shortfall = self.sharpness * shortfall
         selected = logits + torch.einsum("bk,bkhw->bhw", shortfall.to(logits.dtype), masks)
         return selected, scores, candidates
 

@@ -197,3 +197,19 @@ def test_mask_loss_and_selection_loss_train_separate_parts(tiny_selecting):
     assert reached(out.unselected_logits.square().mean()) == {"mask_head"}
     target = (out.unselected_logits.detach() > 0).float()
     assert reached(selection_loss(out.candidate_scores, out.candidates, target)) == {"selector"}
+
+
+def test_sharpness_scales_how_far_the_objects_not_chosen_fade():
+    torch.manual_seed(0)
+    logits = torch.where(blobs(), 3.0, -3.0)
+    inputs = (torch.randn(1, 16, 16, 16), torch.randn(1, 5, 16), torch.ones(1, 5))
+    visual = torch.randn(1, 16, 8, 8)
+    faded = []
+    for sharpness in (1.0, 4.0):
+        torch.manual_seed(1)
+        selector = ObjectSelector(16, 2, 16, layers=1, max_candidates=4, sharpness=sharpness)
+        with torch.no_grad():
+            selected, _, _ = selector.eval()(logits, *inputs, visual)
+        faded.append(logits - selected)
+    torch.testing.assert_close(faded[1], 4 * faded[0])
+    assert faded[0].max() > 0
