@@ -210,7 +210,7 @@ class CroBIM(nn.Module):
         selected, scores, candidates = self.selector(
             logits.detach(),
             pixels.detach(),
-            text.features,
+            text.features.detach(),
             text.attention_mask,
             (decoded + fused).detach(),
         )

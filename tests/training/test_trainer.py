@@ -230,3 +230,39 @@ def test_training_grouped_by_image_learns_and_counts_expressions(run_config):
     assert np.mean(values[-6:]) < 0.8 * np.mean(values[:6])
     state = json.loads((run_dir / "checkpoints" / "last" / "trainer_state.json").read_text())
     assert state["samples_seen"] == 30 * 2 * 2  # 2 images of 2 expressions per step
+
+
+def test_selection_loss_trains_the_selector_and_nothing_else(run_config):
+    """Same seed, with and without the selection loss: only the selector differs."""
+    from rrsis_geo.nn.crobim import CroBIM
+
+    # A second bright square beside each referent: the mask finds both, so there is a choice.
+    root = Path(load_config(run_config).data.root)
+    for path in (root / "img_rgb").glob("*.png"):
+        image = np.array(Image.open(path))
+        mask = np.array(Image.open(root / "mask" / path.name)) > 0
+        rows, cols = np.nonzero(mask)
+        top = 2 if rows.mean() > SIZE / 2 else SIZE - 18
+        left = 2 if cols.mean() > SIZE / 2 else SIZE - 18
+        image[top : top + 16, left : left + 16] = 230
+        Image.fromarray(image).save(path)
+    models = {}
+    for weight in (1.0, 0.0):
+        config = load_config(
+            run_config,
+            [
+                "max_steps=36",
+                f"name=selection-{weight}",
+                "model_overrides.object_selection=true",
+                f"loss.selection={weight}",
+                # Clipping scales every gradient by the global norm, which would couple them.
+                "optim.clip_grad_norm=0",
+            ],
+        )
+        run_dir = train(config)
+        models[weight], _ = CroBIM.from_pretrained(run_dir / "checkpoints" / "last")
+    with_loss, without = (dict(models[w].named_parameters()) for w in (1.0, 0.0))
+    differing = {
+        name.split(".")[0] for name in with_loss if not torch.equal(with_loss[name], without[name])
+    }
+    assert differing == {"selector"}
