@@ -7,6 +7,7 @@ Data flow for images ``(B, 3, S, S)`` and one tokenized expression per image::
     CAPM(levels) -> K prompts; text encoder([words; prompts]) -> prompted features -> MID
     MID(LGFA map, prompted) + LGFA map -> mask head (refined at stride 4) -> logits (B, S, S)
                                         -> presence head -> logit (B,)
+    optional (``object_selection``): mask regions -> candidates -> selector -> selected logits
 
 The plain text pass depends only on the expression: :meth:`CroBIM.encode_text` runs it once and
 the result is reused for every tile of a scene. The prompted pass needs each image's visual
