@@ -24,8 +24,8 @@ import torch.nn.functional as F
 
 from rrsis_geo.data.readers import open_dataset
 from rrsis_geo.nn.crobim import CroBIM
-from rrsis_geo.nn.selection import PADDING_SCORE
-from rrsis_geo.training.dataset import prepare_image
+from rrsis_geo.nn.selection import fading, referent_candidates
+from rrsis_geo.training.dataset import prepare_image, prepare_mask
 from rrsis_geo.training.metrics import RunningMetrics
 
 HARD = 1e4  # "keep only the best region"
@@ -63,28 +63,19 @@ def main() -> None:
         assert output.candidates is not None and output.candidate_scores is not None
         assert output.unselected_logits is not None
         candidates, scores = output.candidates, output.candidate_scores
-        shortfall = torch.where(
-            candidates.valid, scores - scores.amax(dim=1, keepdim=True), torch.zeros_like(scores)
-        )
-        fading = torch.einsum("bk,bkhw->bhw", shortfall, candidates.masks)
-        fading = F.interpolate(fading[:, None], size=images.shape[-2:], mode="bilinear")[:, 0]
+        faded = fading(scores, candidates)
+        faded = F.interpolate(faded[:, None], size=images.shape[-2:], mode="bilinear")[:, 0]
+        targets = torch.stack([prepare_mask(s.mask, model.config) for s in batch])
+        referent, covered = referent_candidates(candidates, targets)
         for index, sample in enumerate(batch):
             target = np.asarray(sample.mask) > 0
             kind = kinds.get(sample.sample_id, "unknown")
             for value in values:
-                logits = output.unselected_logits[index] + value * fading[index]
+                logits = output.unselected_logits[index] + value * faded[index]
                 logits = F.interpolate(logits[None, None], size=target.shape, mode="bilinear")
                 metrics[value].update(logits[0, 0].numpy() > threshold, target, kind)
-            small = F.adaptive_avg_pool2d(
-                torch.from_numpy(target.astype(np.float32))[None], candidates.masks.shape[-2:]
-            )[0]
-            masks = candidates.masks[index]
-            intersection = (masks * small).sum(dim=(1, 2))
-            union = masks.sum(dim=(1, 2)) + small.sum() - intersection
-            iou = torch.where(candidates.valid[index], intersection / union.clamp(min=1e-6), -1.0)
-            if int(candidates.valid[index].sum()) >= 2 and float(iou.max()) >= 0.3:
-                chosen = scores[index].masked_fill(~candidates.valid[index], PADDING_SCORE)
-                picks[kind, int(chosen.argmax()) == int(iou.argmax())] += 1
+            if int(candidates.valid[index].sum()) >= 2 and bool(covered[index]):
+                picks[kind, int(scores[index].argmax()) == int(referent[index])] += 1
     print(f"{args.checkpoint} on {args.data} [{args.split}], threshold {model.config.threshold}")
     print("| sharpness | mIoU | oIoU |\n|---:|---:|---:|")
     for value in values:

@@ -8,8 +8,8 @@ them all. Selection works on objects instead of pixels:
    objects, each with its place, extent, size and ranks among the others (computed, not
    learnt: what "leftmost", "largest" or "second from the right" ask for);
 2. a small transformer scores the candidates: they attend to each other (comparisons), to the
-   decoded words and to the decoded visual tokens with their positions (anchors such as "the
-   road" or "the airplane");
+   words and to the decoded visual tokens with their positions (anchors such as "the road" or
+   "the airplane");
 3. each candidate's logits are lowered by how far its score falls below the best one (times a
    sharpness), so the chosen object keeps its mask and the others fade; a single candidate is
    left as it is.
@@ -34,7 +34,9 @@ __all__ = [
     "Candidates",
     "ObjectSelector",
     "connected_components",
+    "fading",
     "find_candidates",
+    "referent_candidates",
     "selection_loss",
 ]
 
@@ -262,13 +264,45 @@ class ObjectSelector(nn.Module):
             tokens = layer(tokens, candidates.valid, words, word_mask, visual_tokens)
         scores = self.score(tokens)[..., 0].float()
         scores = scores.masked_fill(~candidates.valid, PADDING_SCORE)
-        best = scores.amax(dim=1, keepdim=True)
-        # How far below the best each candidate falls: 0 for the chosen one (and for a lone
-        # candidate), large and negative for the objects not meant.
-        shortfall = torch.where(candidates.valid, scores - best, torch.zeros_like(scores))
-        shortfall = self.sharpness * shortfall
-        selected = logits + torch.einsum("bk,bkhw->bhw", shortfall.to(logits.dtype), masks)
+        selected = logits + self.sharpness * fading(scores, candidates).to(logits.dtype)
         return selected, scores, candidates
+
+
+def fading(scores: torch.Tensor, candidates: Candidates) -> torch.Tensor:
+    """``(B, H, W)``: each region's score shortfall from the best candidate, 0 elsewhere.
+
+    0 for the chosen region (and for a lone candidate), negative for the objects not meant;
+    the selected logits are the logits plus ``sharpness`` times this map.
+    """
+    best = scores.amax(dim=1, keepdim=True)
+    shortfall = torch.where(candidates.valid, scores - best, torch.zeros_like(scores))
+    return torch.einsum("bk,bkhw->bhw", shortfall, candidates.masks.to(shortfall.dtype))
+
+
+def referent_candidates(
+    candidates: Candidates, target: torch.Tensor, min_iou: float = 0.3
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per image, the candidate that best overlaps the target, and whether it overlaps enough.
+
+    Args:
+        candidates: Candidates of B images.
+        target: ``(B, H_t, W_t)`` target masks (any resolution; resized to the candidates').
+        min_iou: Least IoU for the best candidate to count as the referent's.
+
+    Returns:
+        ``(B,)`` candidate indices and ``(B,)`` bools (False: the mask missed the referent,
+        or there is none).
+    """
+    masks = candidates.masks.float()
+    size = masks.shape[-2:]
+    target = target.float().unsqueeze(1)
+    if target.shape[-2:] != size:
+        target = F.adaptive_avg_pool2d(target, (size[0], size[1]))
+    intersection = (masks * target).sum(dim=(2, 3))
+    union = masks.sum(dim=(2, 3)) + target.sum(dim=(2, 3)) - intersection
+    iou = torch.where(candidates.valid, intersection / union.clamp(min=1e-6), -1.0)
+    best_iou, best = iou.max(dim=1)
+    return best, best_iou >= min_iou
 
 
 def selection_loss(
@@ -290,16 +324,7 @@ def selection_loss(
         present: ``(B,)`` in {0, 1}, optional.
         min_iou: Least overlap for a candidate to be a target.
     """
-    masks = candidates.masks.float()
-    size = masks.shape[-2:]
-    target = target.float().unsqueeze(1)
-    if target.shape[-2:] != size:
-        target = F.adaptive_avg_pool2d(target, (size[0], size[1]))
-    intersection = (masks * target).sum(dim=(2, 3))
-    union = masks.sum(dim=(2, 3)) + target.sum(dim=(2, 3)) - intersection
-    iou = torch.where(candidates.valid, intersection / union.clamp(min=1e-6), -1.0)
-    best_iou, best = iou.max(dim=1)
-    counted = best_iou >= min_iou
+    best, counted = referent_candidates(candidates, target, min_iou)
     if present is not None:
         counted &= present.bool()
     if not counted.any():
