@@ -99,6 +99,10 @@ class CroBIMConfig:
             "the leftmost", "the one closest to the road", which pixel-word matching cannot tell
             apart.
         max_candidates: Candidate objects per image for ``object_selection``.
+        selection_ranks: The candidates also carry their ranks from either end by x, y and
+            size, one-hot (first, second, third, later): "the second ship from the left".
+        selection_nearness: The selector's attention to the image falls with distance from
+            each candidate, one slope per head: "the tank closest to the road".
         selection_sharpness: How hard the regions not chosen fade: their logits drop by this
             times their score's shortfall from the best. An inference setting (no loss reads
             the selected logits), chosen on validation data.
@@ -127,6 +131,8 @@ class CroBIMConfig:
     sentence_mean: bool = False
     object_selection: bool = False
     max_candidates: int = 12
+    selection_ranks: bool = False
+    selection_nearness: bool = False
     selection_sharpness: float = 1.0
     input_size: int = 512
     dropout: float = 0.0

@@ -144,6 +144,8 @@ class CroBIM(nn.Module):
                 text_dim,
                 max_candidates=config.max_candidates,
                 sharpness=config.selection_sharpness,
+                ranks=config.selection_ranks,
+                nearness=config.selection_nearness,
             )
             if config.object_selection
             else None

@@ -44,16 +44,21 @@ def sine_encode(points: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.cat([angles_y.sin(), angles_y.cos(), angles_x.sin(), angles_x.cos()], dim=-1)
 
 
+def cell_centres(height: int, width: int, device: torch.device) -> torch.Tensor:
+    """``(H*W, 2)`` (x, y) centres of a grid's cells in [0, 1], row by row (a flattened map)."""
+    rows = (torch.arange(height, device=device, dtype=torch.float32) + 0.5) / height
+    cols = (torch.arange(width, device=device, dtype=torch.float32) + 0.5) / width
+    grid = torch.stack(torch.meshgrid(cols, rows, indexing="xy"), dim=-1)
+    return grid.reshape(height * width, 2)
+
+
 def sine_positions(height: int, width: int, dim: int, device: torch.device) -> torch.Tensor:
     """``(H*W, dim)`` :func:`sine_encode` of a grid's cell centres, row by row.
 
     Raises:
         ValueError: When ``dim`` is not a multiple of 4.
     """
-    rows = (torch.arange(height, device=device, dtype=torch.float32) + 0.5) / height
-    cols = (torch.arange(width, device=device, dtype=torch.float32) + 0.5) / width
-    grid = torch.stack(torch.meshgrid(cols, rows, indexing="xy"), dim=-1)
-    return sine_encode(grid.reshape(height * width, 2), dim)
+    return sine_encode(cell_centres(height, width, device), dim)
 
 
 class MIDLayer(nn.Module):

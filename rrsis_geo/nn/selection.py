@@ -6,10 +6,11 @@ them all. Selection works on objects instead of pixels:
 
 1. the connected regions of the mask (logit > 0, at the mask head's stride 4) become candidate
    objects, each with its place, extent, size and ranks among the others (computed, not
-   learnt: what "leftmost", "largest" or "second from the right" ask for);
+   learnt: what "leftmost", "largest" or "second from the right" ask for; optionally also
+   one-hot ranks from either end);
 2. a small transformer scores the candidates: they attend to each other (comparisons), to the
    words and to the decoded visual tokens with their positions (anchors such as "the road" or
-   "the airplane");
+   "the airplane"; optionally with attention that falls with distance from the candidate);
 3. each candidate's logits are lowered by how far its score falls below the best one (times a
    sharpness), so the chosen object keeps its mask and the others fade; a single candidate is
    left as it is.
@@ -28,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rrsis_geo.nn.capm import FeedForward
-from rrsis_geo.nn.mid import sine_encode, sine_positions
+from rrsis_geo.nn.mid import cell_centres, sine_encode, sine_positions
 
 __all__ = [
     "Candidates",
@@ -91,13 +92,36 @@ def _ranks(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     return torch.where(valid, order / (count - 1).clamp(min=1), torch.zeros_like(values))
 
 
+RANK_CODES = 4
+RANK_FEATURES = 2 * 3 * RANK_CODES
+"""With ``ranks``: x, y and size, each ranked from either end, one-hot over :data:`RANK_CODES`."""
+
+
+def _rank_codes(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """One-hot rank from either end (first, second, third, later) of each ``(B, K, F)`` value.
+
+    "The second from the left" is rank 1 from one end whatever the number of objects, which
+    the ranks scaled to [0, 1] do not say.
+    """
+    count = valid.sum(dim=1, keepdim=True).unsqueeze(2)
+    filled = values.masked_fill(~valid.unsqueeze(2), float("inf"))
+    ascending = filled.argsort(dim=1).argsort(dim=1)
+    descending = (count - 1 - ascending).clamp(min=0)
+    codes = [
+        F.one_hot(rank.clamp(max=RANK_CODES - 1), RANK_CODES).flatten(2)
+        for rank in (ascending, descending)
+    ]
+    return torch.cat(codes, dim=2).to(values.dtype)
+
+
 @torch.no_grad()
-def find_candidates(logits: torch.Tensor, max_candidates: int) -> Candidates:
+def find_candidates(logits: torch.Tensor, max_candidates: int, ranks: bool = False) -> Candidates:
     """The ``max_candidates`` largest regions of ``logits > 0`` per image, with their geometry.
 
     Args:
         logits: ``(B, H, W)`` mask logits.
         max_candidates: K; smaller regions beyond the K largest are left out.
+        ranks: Append :data:`RANK_FEATURES` one-hot ranks to the geometry.
     """
     batch, height, width = logits.shape
     labels = connected_components(logits > 0).flatten(1)
@@ -145,6 +169,9 @@ def find_candidates(logits: torch.Tensor, max_candidates: int) -> Candidates:
         ],
         dim=2,
     )
+    if ranks:
+        codes = _rank_codes(torch.stack([cx, cy, log_area], dim=2), valid)
+        geometry = torch.cat([geometry, codes], dim=2)
     geometry = geometry * valid.unsqueeze(2)
     centres = torch.stack([cx, cy], dim=2) * valid.unsqueeze(2)
     return Candidates(masks, valid, geometry, centres)
@@ -153,12 +180,18 @@ def find_candidates(logits: torch.Tensor, max_candidates: int) -> Candidates:
 class SelectorLayer(nn.Module):
     """Candidates attend to each other, to the words and to the visual tokens.
 
+    With ``nearness``, attention to a visual token is biased by minus a per-head slope times
+    its distance from the candidate's centre (slopes start at 0 ... 24 per tile width): some
+    heads see the whole tile, others only the candidate's surroundings, which is where "the
+    tank closest to the road" finds its road.
+
     Shapes:
         candidates ``(B, K, D)``, words ``(B, T, D)``, visual ``(B, N, D)`` -> ``(B, K, D)``.
     """
 
-    def __init__(self, dim: int, num_heads: int) -> None:
+    def __init__(self, dim: int, num_heads: int, nearness: bool = False) -> None:
         super().__init__()
+        self.nearness = nn.Parameter(torch.linspace(0.0, 24.0, num_heads)) if nearness else None
         self.attentions = nn.ModuleList(
             nn.MultiheadAttention(dim, num_heads, batch_first=True) for _ in range(3)
         )
@@ -172,19 +205,30 @@ class SelectorLayer(nn.Module):
         words: torch.Tensor,
         word_mask: torch.Tensor,
         visual: torch.Tensor,
+        distances: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Updated candidate tokens."""
+        """Updated candidate tokens (``distances``: ``(B, K, N)`` candidate to visual token)."""
         # Padding candidates keep attending (to valid ones) so no row is all-masked.
         sources = [
             (candidates, ~valid | ~valid.any(dim=1, keepdim=True)),
             (words, ~word_mask.bool()),
             (visual, None),
         ]
-        for attention, norm, (source, padding) in zip(
-            self.attentions, self.norms, sources, strict=False
+        bias = None
+        if self.nearness is not None and distances is not None:
+            bias = -self.nearness.view(1, -1, 1, 1) * distances.unsqueeze(1)
+            bias = bias.flatten(0, 1).to(candidates.dtype)
+        biases = [None, None, bias]
+        for attention, norm, (source, padding), attn_mask in zip(
+            self.attentions, self.norms, sources, biases, strict=False
         ):
             attended, _ = attention(
-                candidates, source, source, key_padding_mask=padding, need_weights=False
+                candidates,
+                source,
+                source,
+                key_padding_mask=padding,
+                attn_mask=attn_mask,
+                need_weights=False,
             )
             candidates = norm(candidates + attended)
         return self.norms[3](candidates + self.ffn(candidates))
@@ -202,6 +246,10 @@ class ObjectSelector(nn.Module):
         sharpness: Logits of a region drop by ``sharpness`` times its score's shortfall from
             the best candidate's.
         visual_pool: Pool the decoded visual map by this factor for the visual tokens.
+        ranks: Candidates also carry their one-hot ranks from either end by x, y and size
+            ("the second from the left", "the largest").
+        nearness: Attention to the visual tokens falls with distance from the candidate
+            (:class:`SelectorLayer`; "closest to the road").
 
     Shapes:
         logits ``(B, H, W)``, pixels ``(B, D, H, W)``, words ``(B, T, D_t)``, word mask
@@ -218,18 +266,21 @@ class ObjectSelector(nn.Module):
         max_candidates: int = 12,
         visual_pool: int = 2,
         sharpness: float = 1.0,
+        ranks: bool = False,
+        nearness: bool = False,
     ) -> None:
         super().__init__()
+        self.ranks = ranks
+        self.nearness = nearness
+        features = GEOMETRY_FEATURES + (RANK_FEATURES if ranks else 0)
         self.max_candidates = max_candidates
         self.sharpness = sharpness
         self.visual_pool = visual_pool
-        self.geometry = nn.Sequential(
-            nn.Linear(GEOMETRY_FEATURES, dim), nn.GELU(), nn.Linear(dim, dim)
-        )
+        self.geometry = nn.Sequential(nn.Linear(features, dim), nn.GELU(), nn.Linear(dim, dim))
         self.appearance = nn.Linear(dim, dim)
         self.words = nn.Linear(text_dim, dim)
         self.norm = nn.LayerNorm(dim)
-        self.layers = nn.ModuleList(SelectorLayer(dim, num_heads) for _ in range(layers))
+        self.layers = nn.ModuleList(SelectorLayer(dim, num_heads, nearness) for _ in range(layers))
         self.score = nn.Linear(dim, 1)
 
     def forward(
@@ -241,7 +292,7 @@ class ObjectSelector(nn.Module):
         visual: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, Candidates]:
         """Selected logits, candidate scores and candidates."""
-        candidates = find_candidates(logits.detach().float(), self.max_candidates)
+        candidates = find_candidates(logits.detach().float(), self.max_candidates, self.ranks)
         masks = candidates.masks.to(pixels.dtype)
         area = masks.sum(dim=(2, 3)).clamp(min=1).unsqueeze(2)
         appearance = torch.einsum("bkhw,bdhw->bkd", masks, pixels) / area
@@ -259,9 +310,14 @@ class ObjectSelector(nn.Module):
         visual_tokens = visual_tokens + sine_positions(height, width, dim, visual.device).to(
             visual_tokens.dtype
         )
+        distances = None
+        if self.nearness:
+            # In tile widths, from each candidate's centre to each visual token's.
+            cells = cell_centres(height, width, visual.device)
+            distances = torch.cdist(candidates.centres.float(), cells.expand(len(visual), -1, -1))
         words = self.words(words)
         for layer in self.layers:
-            tokens = layer(tokens, candidates.valid, words, word_mask, visual_tokens)
+            tokens = layer(tokens, candidates.valid, words, word_mask, visual_tokens, distances)
         scores = self.score(tokens)[..., 0].float()
         scores = scores.masked_fill(~candidates.valid, PADDING_SCORE)
         selected = logits + self.sharpness * fading(scores, candidates).to(logits.dtype)

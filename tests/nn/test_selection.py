@@ -8,7 +8,9 @@ import torch
 from rrsis_geo.nn.crobim import CroBIM
 from rrsis_geo.nn.encoders import load_tokenizer
 from rrsis_geo.nn.selection import (
+    GEOMETRY_FEATURES,
     PADDING_SCORE,
+    RANK_CODES,
     ObjectSelector,
     connected_components,
     find_candidates,
@@ -54,6 +56,21 @@ def test_candidates_are_the_largest_regions_with_their_geometry():
     assert (block[7], square[7]) == (1.0, 0.0)  # size rank: largest is 1
     assert (block[8], square[8]) == (1.0, 0.0)  # x rank: rightmost is 1
     torch.testing.assert_close(candidates.centres[0, 1], torch.tensor([2 / 16, 2 / 16]))
+
+
+def test_rank_codes_count_from_either_end():
+    """Square (leftmost, top), diagonal pair (2nd from left, bottom, smallest), block (right)."""
+    logits = torch.where(blobs(), 3.0, -3.0)
+    plain = find_candidates(logits, max_candidates=4)
+    candidates = find_candidates(logits, max_candidates=4, ranks=True)
+    torch.testing.assert_close(candidates.geometry[..., :GEOMETRY_FEATURES], plain.geometry)
+    # (K, from which end, x / y / size, rank): one-hot, zero for the padding candidate
+    codes = candidates.geometry[0, :, GEOMETRY_FEATURES:].view(4, 2, 3, RANK_CODES).argmax(-1)
+    block, square, pair = 0, 1, 2
+    assert codes[block].tolist() == [[2, 1, 2], [0, 1, 0]]  # rightmost, middle row, largest
+    assert codes[square].tolist() == [[0, 0, 1], [2, 2, 1]]  # leftmost, top, 2nd largest
+    assert codes[pair].tolist() == [[1, 2, 0], [1, 0, 2]]  # 2nd from left and right, smallest
+    assert candidates.geometry[0, 3].abs().sum() == 0
 
 
 def test_candidates_are_padded_when_the_mask_has_fewer_regions():
@@ -144,9 +161,65 @@ def test_selector_learns_to_choose_by_the_words_what_the_pixels_cannot_tell():
     assert accuracy(*held_out) == 1.0
 
 
+def test_nearness_lets_the_selector_find_the_object_closest_to_an_anchor():
+    """Three identical objects and a mark on the image: only the distance to the mark tells."""
+    dim = 16
+    mask = torch.zeros(16, 16, dtype=torch.bool)
+    objects = [
+        (slice(1, 4), slice(1, 4)),
+        (slice(1, 4), slice(12, 15)),
+        (slice(12, 15), slice(6, 9)),
+    ]
+    for rows, cols in objects:
+        mask[rows, cols] = True
+    centres = torch.tensor([[2.5, 2.5], [13.5, 2.5], [7.5, 13.5]]) / 16  # (x, y)
+    torch.manual_seed(0)
+    anchor = torch.randn(dim)
+    words = torch.randn(1, 1, dim)  # one expression: "the object closest to the mark"
+
+    def batch(size):
+        spots = torch.randint(0, 8, (size, 2))  # (x, y) cells of the 8 x 8 visual tokens
+        visual = torch.zeros(size, dim, 16, 16)  # the selector pools it by 2
+        for row, (x, y) in enumerate(spots.tolist()):
+            visual[row, :, 2 * y : 2 * y + 2, 2 * x : 2 * x + 2] = anchor[:, None, None]
+        nearest = torch.cdist((spots.float() + 0.5) / 8, centres).argmin(dim=1)
+        target = torch.zeros(size, 16, 16)
+        for row, index in enumerate(nearest.tolist()):
+            target[row][objects[index]] = 1
+        logits = torch.where(mask, 2.0, -2.0).expand(size, -1, -1)
+        pixels = torch.ones(size, dim, 16, 16)
+        return logits, pixels, words.expand(size, -1, -1), torch.ones(size, 1), visual, target
+
+    def trained_accuracy():
+        torch.manual_seed(0)
+        selector = ObjectSelector(dim, 2, dim, layers=1, max_candidates=4, nearness=True)
+        optimizer = torch.optim.Adam(selector.parameters(), lr=3e-3)
+        for _ in range(150):
+            *inputs, target = batch(16)
+            _, scores, candidates = selector(*inputs)
+            loss = selection_loss(scores, candidates, target)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        *inputs, target = held_out
+        with torch.no_grad():
+            selected, _, _ = selector(*inputs)
+        return ((selected > 0) == target.bool()).flatten(1).all(dim=1).float().mean().item()
+
+    torch.manual_seed(1)
+    held_out = batch(128)
+    assert trained_accuracy() >= 0.9
+
+
 @pytest.fixture
 def tiny_selecting(tiny_config):
-    config = dataclasses.replace(tiny_config, object_selection=True, max_candidates=5)
+    config = dataclasses.replace(
+        tiny_config,
+        object_selection=True,
+        max_candidates=5,
+        selection_ranks=True,
+        selection_nearness=True,
+    )
     return CroBIM(config).eval(), load_tokenizer(config.text)
 
 
