@@ -84,10 +84,18 @@ class Candidates:
     centres: torch.Tensor
 
 
+def _ascending_ranks(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Integer rank along dim 1 of ``(B, K, ...)`` values among the valid ones (0 = smallest).
+
+    ``valid`` is ``(B, K)``; padding ranks after every valid candidate.
+    """
+    padding = ~valid.view(valid.shape + (1,) * (values.dim() - 2))
+    return values.masked_fill(padding, float("inf")).argsort(dim=1).argsort(dim=1)
+
+
 def _ranks(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """Rank of each valid value among the valid ones, scaled to [0, 1] (0 = smallest)."""
-    filled = values.masked_fill(~valid, float("inf"))
-    order = filled.argsort(dim=1).argsort(dim=1).to(values.dtype)
+    order = _ascending_ranks(values, valid).to(values.dtype)
     count = valid.sum(dim=1, keepdim=True).to(values.dtype)
     return torch.where(valid, order / (count - 1).clamp(min=1), torch.zeros_like(values))
 
@@ -104,8 +112,7 @@ def _rank_codes(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     the ranks scaled to [0, 1] do not say.
     """
     count = valid.sum(dim=1, keepdim=True).unsqueeze(2)
-    filled = values.masked_fill(~valid.unsqueeze(2), float("inf"))
-    ascending = filled.argsort(dim=1).argsort(dim=1)
+    ascending = _ascending_ranks(values, valid)
     descending = (count - 1 - ascending).clamp(min=0)
     codes = [
         F.one_hot(rank.clamp(max=RANK_CODES - 1), RANK_CODES).flatten(2)
