@@ -198,7 +198,9 @@ class SelectorLayer(nn.Module):
 
     def __init__(self, dim: int, num_heads: int, nearness: bool = False) -> None:
         super().__init__()
-        self.nearness = nn.Parameter(torch.linspace(0.0, 24.0, num_heads)) if nearness else None
+        self.distance_slopes = (
+            nn.Parameter(torch.linspace(0.0, 24.0, num_heads)) if nearness else None
+        )
         self.attentions = nn.ModuleList(
             nn.MultiheadAttention(dim, num_heads, batch_first=True) for _ in range(3)
         )
@@ -222,8 +224,8 @@ class SelectorLayer(nn.Module):
             (visual, None),
         ]
         bias = None
-        if self.nearness is not None and distances is not None:
-            bias = -self.nearness.view(1, -1, 1, 1) * distances.unsqueeze(1)
+        if self.distance_slopes is not None and distances is not None:
+            bias = -self.distance_slopes.view(1, -1, 1, 1) * distances.unsqueeze(1)
             bias = bias.flatten(0, 1).to(candidates.dtype)
         biases = [None, None, bias]
         for attention, norm, (source, padding), attn_mask in zip(
