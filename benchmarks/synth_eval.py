@@ -109,11 +109,21 @@ def training_summary(run_dir: Path) -> str:
         last = list(csv.DictReader(handle))[-1]
     state = json.loads((run_dir / "checkpoints" / "last" / "trainer_state.json").read_text())
     minutes = float(last["elapsed_s"]) / 60
-    return (
+    summary = (
         f"Training: {last['step']} optimizer steps, {state['samples_seen']} expressions, in "
         f"{minutes:.1f} minutes from the first step to the last (`elapsed_s` of the run's "
         "`train_log.csv`; start-up, the validations and saving add about two minutes)."
     )
+    finish_file = run_dir / "selector_finish.json"
+    if finish_file.is_file():
+        finish = json.loads(finish_file.read_text())
+        summary += (
+            f" Then the selector fit on the finished mask (`selector_finish.json`): "
+            f"{finish['examples']} expressions with a choice from {finish['images']} images, "
+            f"gathered in {finish['gather_s'] / 60:.1f} minutes, {finish['steps']} steps in "
+            f"{finish.get('fit_s', 0) / 60:.1f} minutes."
+        )
+    return summary
 
 
 def main() -> None:

@@ -103,6 +103,9 @@ class CroBIMConfig:
             size, one-hot (first, second, third, later): "the second ship from the left".
         selection_nearness: The selector's attention to the image falls with distance from
             each candidate, one slope per head: "the tank closest to the road".
+        selection_geometry_weights: The sentence also weighs each candidate's geometry
+            directly ("the leftmost": minus x; "the second from the right": that rank code),
+            a path the selector's attention is slow to learn.
         selection_sharpness: How hard the regions not chosen fade: their logits drop by this
             times their score's shortfall from the best. An inference setting (no loss reads
             the selected logits), chosen on validation data.
@@ -133,6 +136,7 @@ class CroBIMConfig:
     max_candidates: int = 12
     selection_ranks: bool = False
     selection_nearness: bool = False
+    selection_geometry_weights: bool = False
     selection_sharpness: float = 1.0
     input_size: int = 512
     dropout: float = 0.0

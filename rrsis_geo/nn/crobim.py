@@ -39,7 +39,7 @@ from rrsis_geo.nn.encoders import TextEncoder, VisionEncoder, load_tokenizer
 from rrsis_geo.nn.heads import MaskHead, PresenceHead, SentenceQuery
 from rrsis_geo.nn.lgfa import LGFA, masked_mean
 from rrsis_geo.nn.mid import MID
-from rrsis_geo.nn.selection import Candidates, ObjectSelector
+from rrsis_geo.nn.selection import Candidates, ObjectSelector, SelectionInputs
 
 __all__ = [
     "CroBIM",
@@ -90,7 +90,8 @@ class CroBIMOutput:
     With ``object_selection``, ``mask_logits`` are the selected ones; the output also has the
     ``candidate_scores`` ``(B, K)``, the ``candidates`` they score (for
     :func:`~rrsis_geo.nn.selection.selection_loss`) and the ``unselected_logits`` ``(B, S, S)``
-    of the mask before selection (what the mask loss trains).
+    of the mask before selection (what the mask loss trains), and the ``selection_inputs``
+    the scores were computed from.
     """
 
     mask_logits: torch.Tensor
@@ -98,6 +99,7 @@ class CroBIMOutput:
     candidate_scores: torch.Tensor | None = None
     candidates: Candidates | None = None
     unselected_logits: torch.Tensor | None = None
+    selection_inputs: SelectionInputs | None = None
 
 
 class CroBIM(nn.Module):
@@ -137,20 +139,32 @@ class CroBIM(nn.Module):
         self.sentence = SentenceQuery(dim, config.num_heads)
         self.sentence_mean = nn.Linear(text_dim, dim) if config.sentence_mean else None
         self.mask_head = MaskHead(dim, config.head_coordinates)
-        self.selector = (
-            ObjectSelector(
-                dim,
-                config.num_heads,
-                text_dim,
-                max_candidates=config.max_candidates,
-                sharpness=config.selection_sharpness,
-                ranks=config.selection_ranks,
-                nearness=config.selection_nearness,
-            )
-            if config.object_selection
-            else None
-        )
+        self.selector = self._new_selector() if config.object_selection else None
         self.presence_head = PresenceHead(dim)
+
+    def _new_selector(self) -> ObjectSelector:
+        config = self.config
+        return ObjectSelector(
+            config.dim,
+            config.num_heads,
+            self.text.dim,
+            max_candidates=config.max_candidates,
+            sharpness=config.selection_sharpness,
+            ranks=config.selection_ranks,
+            nearness=config.selection_nearness,
+            geometry_weights=config.selection_geometry_weights,
+        )
+
+    def reset_selector(self) -> None:
+        """Replace the object selector by a freshly initialised one on the same device.
+
+        Raises:
+            ValueError: The model has no selector (``object_selection`` is off).
+        """
+        if self.selector is None:
+            raise ValueError("this model has no object selector (object_selection is off)")
+        device = next(self.selector.parameters()).device
+        self.selector = self._new_selector().to(device)
 
     @classmethod
     def from_config(cls, name_or_config: str | CroBIMConfig, pretrained: bool = True) -> CroBIM:
@@ -210,19 +224,21 @@ class CroBIM(nn.Module):
         # The selector learns from its own loss only, on detached maps: choosing among the
         # regions must not teach the mask to find fewer of them. It reads the plain words
         # (frozen MiniLM's, stable from the first step) rather than MID's decoded ones.
-        selected, scores, candidates = self.selector(
+        inputs, candidates = self.selector.inputs(
             logits.detach(),
             pixels.detach(),
             text.features.detach(),
             text.attention_mask,
             (decoded + fused).detach(),
         )
+        scores = self.selector.scores(inputs)
         return CroBIMOutput(
-            self._full_size(selected, images),
+            self._full_size(self.selector.select(logits, scores, candidates), images),
             presence,
             scores,
             candidates,
             self._full_size(logits, images),
+            inputs,
         )
 
     @staticmethod

@@ -11,6 +11,7 @@ them all. Selection works on objects instead of pixels:
 2. a small transformer scores the candidates: they attend to each other (comparisons), to the
    words and to the decoded visual tokens with their positions (anchors such as "the road" or
    "the airplane"; optionally with attention that falls with distance from the candidate);
+   optionally the sentence also weighs each geometry feature directly ("leftmost": minus x);
 3. each candidate's logits are lowered by how far its score falls below the best one (times a
    sharpness), so the chosen object keeps its mask and the others fade; a single candidate is
    left as it is.
@@ -18,11 +19,15 @@ them all. Selection works on objects instead of pixels:
 The regions come from a threshold, so no gradient flows through their shapes. In CroBIM the
 selector reads detached maps and learns from :func:`selection_loss` alone, while the mask loss
 trains the mask before selection: choosing must not teach the mask to find fewer objects.
+Scoring needs only :class:`SelectionInputs` (a few kilobytes per expression), so a selector can
+also be fitted afresh on the inputs of a finished, frozen mask
+(:mod:`rrsis_geo.training.selection`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +39,7 @@ from rrsis_geo.nn.mid import cell_centres, sine_encode, sine_positions
 __all__ = [
     "Candidates",
     "ObjectSelector",
+    "SelectionInputs",
     "connected_components",
     "fading",
     "find_candidates",
@@ -82,6 +88,39 @@ class Candidates:
     valid: torch.Tensor
     geometry: torch.Tensor
     centres: torch.Tensor
+
+
+@dataclass
+class SelectionInputs:
+    """What the selector scores: the candidates without their masks, and what they attend to.
+
+    Attributes:
+        geometry: ``(B, K, F)`` candidate geometry (:class:`Candidates`).
+        centres: ``(B, K, 2)`` candidate centres (x, y) in [0, 1].
+        valid: ``(B, K)`` bool, False for padding.
+        appearance: ``(B, K, D)`` mean pixel feature of each candidate's region.
+        words: ``(B, T, D_t)`` plain word features.
+        word_mask: ``(B, T)``, 1 for real tokens.
+        visual: ``(B, D, H_v, W_v)`` decoded visual map, pooled.
+    """
+
+    geometry: torch.Tensor
+    centres: torch.Tensor
+    valid: torch.Tensor
+    appearance: torch.Tensor
+    words: torch.Tensor
+    word_mask: torch.Tensor
+    visual: torch.Tensor
+
+    def map(self, function: Callable[[torch.Tensor], torch.Tensor]) -> SelectionInputs:
+        """The same inputs with ``function`` applied to every tensor (index, move, cast)."""
+        return SelectionInputs(**{f.name: function(getattr(self, f.name)) for f in fields(self)})
+
+    @staticmethod
+    def concatenate(parts: Sequence[SelectionInputs]) -> SelectionInputs:
+        """Inputs of several batches as one batch."""
+        names = [f.name for f in fields(SelectionInputs)]
+        return SelectionInputs(**{n: torch.cat([getattr(p, n) for p in parts]) for n in names})
 
 
 def _ascending_ranks(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -259,6 +298,11 @@ class ObjectSelector(nn.Module):
             ("the second from the left", "the largest").
         nearness: Attention to the visual tokens falls with distance from the candidate
             (:class:`SelectorLayer`; "closest to the road").
+        geometry_weights: The attention-pooled sentence also sets one weight per geometry
+            feature, and each candidate's score gains its weighted geometry: "the leftmost" is
+            minus x, "the second from the right" the rank-1-from-the-right code. A direct path
+            that the transformer would otherwise have to learn through attention; it starts at
+            zero.
 
     Shapes:
         logits ``(B, H, W)``, pixels ``(B, D, H, W)``, words ``(B, T, D_t)``, word mask
@@ -277,6 +321,7 @@ class ObjectSelector(nn.Module):
         sharpness: float = 1.0,
         ranks: bool = False,
         nearness: bool = False,
+        geometry_weights: bool = False,
     ) -> None:
         super().__init__()
         self.ranks = ranks
@@ -291,6 +336,14 @@ class ObjectSelector(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.layers = nn.ModuleList(SelectorLayer(dim, num_heads, nearness) for _ in range(layers))
         self.score = nn.Linear(dim, 1)
+        self.word_pool: nn.Linear | None = None
+        self.geometry_weights: nn.Sequential | None = None
+        if geometry_weights:
+            self.word_pool = nn.Linear(text_dim, 1)
+            weights = nn.Linear(dim, features)
+            nn.init.zeros_(weights.weight)
+            nn.init.zeros_(weights.bias)
+            self.geometry_weights = nn.Sequential(nn.Linear(text_dim, dim), nn.GELU(), weights)
 
     def forward(
         self,
@@ -301,36 +354,74 @@ class ObjectSelector(nn.Module):
         visual: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, Candidates]:
         """Selected logits, candidate scores and candidates."""
+        inputs, candidates = self.inputs(logits, pixels, words, word_mask, visual)
+        scores = self.scores(inputs)
+        return self.select(logits, scores, candidates), scores, candidates
+
+    def select(
+        self, logits: torch.Tensor, scores: torch.Tensor, candidates: Candidates
+    ) -> torch.Tensor:
+        """``logits`` with the regions not chosen faded by their scores' shortfall."""
+        return logits + self.sharpness * fading(scores, candidates).to(logits.dtype)
+
+    def inputs(
+        self,
+        logits: torch.Tensor,
+        pixels: torch.Tensor,
+        words: torch.Tensor,
+        word_mask: torch.Tensor,
+        visual: torch.Tensor,
+    ) -> tuple[SelectionInputs, Candidates]:
+        """The candidates of ``logits`` and what :meth:`scores` reads of them (no parameters)."""
         candidates = find_candidates(logits.detach().float(), self.max_candidates, self.ranks)
         masks = candidates.masks.to(pixels.dtype)
         area = masks.sum(dim=(2, 3)).clamp(min=1).unsqueeze(2)
         appearance = torch.einsum("bkhw,bdhw->bkd", masks, pixels) / area
-        dim = pixels.shape[1]
-        tokens = (
-            self.geometry(candidates.geometry.to(pixels.dtype))
-            + self.appearance(appearance)
-            + sine_encode(candidates.centres, dim).to(pixels.dtype)
-        )
-        tokens = self.norm(tokens)
         if self.visual_pool > 1:
             visual = F.avg_pool2d(visual, self.visual_pool)
+        inputs = SelectionInputs(
+            candidates.geometry,
+            candidates.centres,
+            candidates.valid,
+            appearance,
+            words,
+            word_mask,
+            visual,
+        )
+        return inputs, candidates
+
+    def scores(self, inputs: SelectionInputs) -> torch.Tensor:
+        """``(B, K)`` float32 candidate scores, :data:`PADDING_SCORE` for padding."""
+        appearance = inputs.appearance
+        dtype, dim = appearance.dtype, appearance.shape[2]
+        geometry = inputs.geometry.to(dtype)
+        tokens = (
+            self.geometry(geometry)
+            + self.appearance(appearance)
+            + sine_encode(inputs.centres, dim).to(dtype)
+        )
+        tokens = self.norm(tokens)
+        visual = inputs.visual.to(dtype)
         height, width = visual.shape[-2:]
         visual_tokens = visual.flatten(2).transpose(1, 2)
-        visual_tokens = visual_tokens + sine_positions(height, width, dim, visual.device).to(
-            visual_tokens.dtype
-        )
+        visual_tokens = visual_tokens + sine_positions(height, width, dim, visual.device).to(dtype)
         distances = None
         if self.nearness:
             # In tile widths, from each candidate's centre to each visual token's.
             cells = cell_centres(height, width, visual.device)
-            distances = torch.cdist(candidates.centres.float(), cells.expand(len(visual), -1, -1))
-        words = self.words(words)
+            distances = torch.cdist(inputs.centres.float(), cells.expand(len(visual), -1, -1))
+        plain_words = inputs.words.to(dtype)
+        words = self.words(plain_words)
         for layer in self.layers:
-            tokens = layer(tokens, candidates.valid, words, word_mask, visual_tokens, distances)
+            tokens = layer(tokens, inputs.valid, words, inputs.word_mask, visual_tokens, distances)
         scores = self.score(tokens)[..., 0].float()
-        scores = scores.masked_fill(~candidates.valid, PADDING_SCORE)
-        selected = logits + self.sharpness * fading(scores, candidates).to(logits.dtype)
-        return selected, scores, candidates
+        if self.word_pool is not None and self.geometry_weights is not None:
+            padding = ~inputs.word_mask.bool()
+            attention = self.word_pool(plain_words)[..., 0].float().masked_fill(padding, -1e4)
+            sentence = (attention.softmax(dim=1).unsqueeze(2).to(dtype) * plain_words).sum(1)
+            weights = self.geometry_weights(sentence).float()
+            scores = scores + (inputs.geometry.float() * weights.unsqueeze(1)).sum(dim=2)
+        return scores.masked_fill(~inputs.valid, PADDING_SCORE)
 
 
 def fading(scores: torch.Tensor, candidates: Candidates) -> torch.Tensor:

@@ -8,6 +8,8 @@ dataset config is a few lines on top of one base. Command-line overrides use dot
 from __future__ import annotations
 
 import dataclasses
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,7 @@ import yaml
 
 from rrsis_geo.errors import InputError
 
-__all__ = ["DataConfig", "OptimConfig", "TrainConfig", "load_config"]
+__all__ = ["DataConfig", "OptimConfig", "SelectorFinishConfig", "TrainConfig", "load_config"]
 
 
 @dataclass
@@ -68,6 +70,59 @@ class OptimConfig:
     grad_accumulation: int = 1
     clip_grad_norm: float = 1.0
 
+    def lr_factor(
+        self, total_steps: int, warmup_steps: int | None = None
+    ) -> Callable[[int], float]:
+        """The learning-rate factor of each step (for ``LambdaLR``): warm-up, then decay.
+
+        Args:
+            total_steps: Steps of the whole schedule.
+            warmup_steps: Linear warm-up steps (default: ``self.warmup_steps``).
+
+        Raises:
+            InputError: ``schedule`` is neither ``poly`` nor ``cosine``.
+        """
+        if self.schedule not in ("poly", "cosine"):
+            raise InputError(f"unknown schedule {self.schedule!r}: poly or cosine")
+        warmup = self.warmup_steps if warmup_steps is None else warmup_steps
+        schedule, power = self.schedule, self.poly_power
+
+        def factor(step: int) -> float:
+            if warmup and step < warmup:
+                return (step + 1) / warmup
+            progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+            if schedule == "cosine":
+                return 0.5 * (1.0 + math.cos(math.pi * progress))
+            return float((1.0 - progress) ** power)
+
+        return factor
+
+
+@dataclass
+class SelectorFinishConfig:
+    """Fit a fresh object selector on the finished mask (:mod:`rrsis_geo.training.selection`).
+
+    After the last optimizer step the model is frozen, the selector inputs of the expressions
+    of ``images`` training images (a seeded choice) are computed once, a freshly initialised
+    selector is trained on them, and the run is validated again (``checkpoints/best`` is
+    replaced when val mIoU improves). Models without ``object_selection`` ignore it.
+
+    Attributes:
+        images: Training items to gather from: images with ``data.group_by_image``, else
+            expressions (0: no finishing fit). More, less over-fitting; each costs one frozen
+            forward pass of its expressions.
+        steps: Optimizer steps of the fit.
+        batch_size: Expressions per step.
+        lr: AdamW's peak learning rate (poly decay, as ``optim.poly_power``).
+        warmup_steps: Linear warm-up steps.
+    """
+
+    images: int = 0
+    steps: int = 2000
+    batch_size: int = 32
+    lr: float = 6e-4
+    warmup_steps: int = 50
+
 
 @dataclass
 class TrainConfig:
@@ -93,6 +148,7 @@ class TrainConfig:
         output_dir: Folder holding run folders.
         loss: Loss weights: ``bce``, ``dice``, ``presence``, ``selection`` (models with
             ``object_selection``; default 1).
+        selector_finish: A fresh selector fitted on the finished mask (off by default).
     """
 
     name: str = "run"
@@ -114,6 +170,7 @@ class TrainConfig:
     loss: dict[str, float] = field(
         default_factory=lambda: {"bce": 1.0, "dice": 1.0, "presence": 0.5}
     )
+    selector_finish: SelectorFinishConfig = field(default_factory=SelectorFinishConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain form (written to the run folder as ``config.yaml``)."""
@@ -133,7 +190,11 @@ def _build(kind: Any, values: dict[str, Any], prefix: str) -> Any:
     if unknown:
         raise InputError(f"unknown config keys: {', '.join(prefix + k for k in unknown)}")
     built = {}
-    sections = {"data": DataConfig, "optim": OptimConfig} if kind is TrainConfig else {}
+    sections: dict[str, Any] = (
+        {"data": DataConfig, "optim": OptimConfig, "selector_finish": SelectorFinishConfig}
+        if kind is TrainConfig
+        else {}
+    )
     for key, value in values.items():
         if key in sections:
             built[key] = _build(sections[key], value, f"{prefix}{key}.")

@@ -4,7 +4,11 @@ A run folder ``output_dir/name`` holds ``config.yaml`` (resolved), ``environment
 ``train_log.csv`` (and ``val_log.csv``), ``checkpoints/last`` and ``checkpoints/best`` (selected
 on the **val** split) in the ``from_pretrained`` format, plus the trainer state needed for an
 exact ``--resume``: optimizer, schedule, scaler, step, epoch, position in the epoch and RNG
-state. The data order of every epoch is a function of the seed and the epoch, so a resumed run
+state. With ``selector_finish``, a fresh selector is fitted on the finished mask after the last
+step (:mod:`rrsis_geo.training.selection`; ``selector_finish.json`` says what it did) and the
+run is validated once more.
+
+The data order of every epoch is a function of the seed and the epoch, so a resumed run
 continues with exactly the batches and losses the uninterrupted run would have seen.
 """
 
@@ -13,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
-import math
 import os
 import platform
 import sys
@@ -38,8 +41,9 @@ from rrsis_geo.nn.losses import segmentation_loss
 from rrsis_geo.nn.selection import selection_loss
 from rrsis_geo.training.config import TrainConfig
 from rrsis_geo.training.dataset import ImageGroups, TrainingSamples, collate, collate_groups
+from rrsis_geo.training.selection import finish_selector
 
-__all__ = ["Distributed", "build_model_config", "train"]
+__all__ = ["Distributed", "build_model_config", "train", "training_items"]
 
 STATE_FILE = "trainer_state.pt"
 STATE_JSON = "trainer_state.json"
@@ -135,20 +139,21 @@ def _parameter_groups(model: CroBIM, config: TrainConfig) -> list[dict[str, Any]
     ]
 
 
-def _schedule(total_steps: int, config: TrainConfig) -> Any:
-    warmup = config.optim.warmup_steps
+def training_items(config: TrainConfig, model_config: CroBIMConfig, tokenizer: Any) -> Any:
+    """The training split as the run's items: samples, or images with all their expressions.
 
-    def factor(step: int) -> float:
-        if warmup and step < warmup:
-            return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
-        if config.optim.schedule == "cosine":
-            return 0.5 * (1.0 + math.cos(math.pi * progress))
-        return (1.0 - progress) ** config.optim.poly_power
-
-    if config.optim.schedule not in ("poly", "cosine"):
-        raise InputError(f"unknown schedule {config.optim.schedule!r}: poly or cosine")
-    return factor
+    Returns:
+        A :class:`TrainingSamples` (negatives as ``data.negatives``), wrapped in
+        :class:`ImageGroups` when ``data.group_by_image``.
+    """
+    train_set = TrainingSamples(
+        _open_split(config, config.data.train_split),
+        model_config,
+        tokenizer,
+        config.data.negatives,
+        config.seed,
+    )
+    return ImageGroups(train_set) if config.data.group_by_image else train_set
 
 
 def _open_split(config: TrainConfig, split: str) -> Any:
@@ -185,14 +190,7 @@ def train(config: TrainConfig, resume: bool = False, stop_after_steps: int | Non
     model_config = build_model_config(config)
     model = CroBIM(model_config).to(device)
     tokenizer = load_tokenizer(model_config.text)
-    train_set = TrainingSamples(
-        _open_split(config, config.data.train_split),
-        model_config,
-        tokenizer,
-        config.data.negatives,
-        config.seed,
-    )
-    items: Any = ImageGroups(train_set) if config.data.group_by_image else train_set
+    items = training_items(config, model_config, tokenizer)
     val_samples = _open_split(config, config.data.val_split)
     sampler: DistributedSampler[Any] = DistributedSampler(
         items,
@@ -222,7 +220,7 @@ def train(config: TrainConfig, resume: bool = False, stop_after_steps: int | Non
         )
     total_steps = config.max_steps or config.epochs * steps_per_epoch
     optimizer = torch.optim.AdamW(_parameter_groups(model, config))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(total_steps, config))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, config.optim.lr_factor(total_steps))
     use_amp = device.type == "cuda" and config.amp in ("bf16", "fp16")
     amp_dtype = torch.bfloat16 if config.amp == "bf16" else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and config.amp == "fp16")
@@ -339,6 +337,19 @@ def train(config: TrainConfig, resume: bool = False, stop_after_steps: int | Non
         break
     if bar is not None:
         bar.close()
+    if (
+        config.selector_finish.images > 0
+        and model.selector is not None
+        and state["step"] >= total_steps
+        and not state.get("selector_finished", False)
+    ):
+        facts = finish_selector(model, items, config, device)
+        model.train()
+        if logs is not None:
+            logs.selector_finish(facts)
+        state["selector_finished"] = True
+        _validate(model, tokenizer, val_samples, env, config, state, logs, evaluate, run_dir)
+        _save_state(last_dir, model, tokenizer, optimizer, scheduler, scaler, state, env)
     env.barrier()
     if env.world_size > 1 and dist.is_initialized():
         dist.destroy_process_group()
@@ -521,6 +532,10 @@ class _RunLogs:
         self._append("train_log.csv", self.TRAIN_FIELDS, row)
         if self.tensorboard is not None:
             self.tensorboard.add_scalar("train/loss", loss, step)
+
+    def selector_finish(self, facts: dict[str, Any]) -> None:
+        path = self.run_dir / "selector_finish.json"
+        path.write_text(json.dumps(facts, indent=2) + "\n")
 
     def val_row(self, step: int, epoch: int, result: Any) -> None:
         row = {"step": step, "epoch": epoch, "miou": result.miou, "oiou": result.oiou}

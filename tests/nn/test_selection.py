@@ -206,6 +206,61 @@ def test_nearness_lets_the_selector_find_the_object_closest_to_an_anchor():
     assert exact_rate(selector, *held_out) >= 0.9
 
 
+def test_geometry_weights_let_the_words_choose_by_rank_from_either_end():
+    """Four identical objects in a row; "first/second from the left/right" names one."""
+    dim = 16
+    mask = torch.zeros(16, 16, dtype=torch.bool)
+    objects = [(slice(6, 9), slice(col, col + 2)) for col in (1, 5, 9, 13)]
+    for rows, cols in objects:
+        mask[rows, cols] = True
+    torch.manual_seed(0)
+    vocabulary = torch.randn(4, dim)  # the four ordinal phrases
+    referent_of_phrase = [0, 1, 2, 3]  # first/second from the left, second/first from the right
+
+    def batch(size):
+        phrase = torch.randint(0, 4, (size,))
+        target = torch.zeros(size, 16, 16)
+        for row, p in enumerate(phrase.tolist()):
+            target[row][objects[referent_of_phrase[p]]] = 1
+        logits = torch.where(mask, 2.0, -2.0).expand(size, -1, -1)
+        pixels = torch.ones(size, dim, 16, 16)
+        words = vocabulary[phrase].unsqueeze(1)
+        return logits, pixels, words, torch.ones(size, 1), torch.zeros(size, dim, 8, 8), target
+
+    torch.manual_seed(1)
+    held_out = batch(64)
+    torch.manual_seed(0)
+    selector = ObjectSelector(
+        dim, 2, dim, layers=1, max_candidates=4, ranks=True, geometry_weights=True
+    )
+    before = exact_rate(selector, *held_out)
+    train_selector(selector, batch, steps=80)
+    assert before < 0.5
+    assert exact_rate(selector, *held_out) >= 0.9
+
+
+def test_geometry_weights_start_at_zero_and_scores_come_from_the_inputs_alone():
+    torch.manual_seed(0)
+    logits = torch.where(blobs(), 3.0, -3.0)
+    inputs = (torch.randn(1, 16, 16, 16), torch.randn(1, 5, 16), torch.ones(1, 5))
+    visual = torch.randn(1, 16, 8, 8)
+    torch.manual_seed(1)
+    plain = ObjectSelector(16, 2, 16, layers=1, max_candidates=4, ranks=True).eval()
+    weighted = ObjectSelector(
+        16, 2, 16, layers=1, max_candidates=4, ranks=True, geometry_weights=True
+    ).eval()
+    missing = weighted.load_state_dict(plain.state_dict(), strict=False).missing_keys
+    assert missing and all(k.startswith(("word_pool", "geometry_weights")) for k in missing)
+    with torch.no_grad():
+        _, plain_scores, _ = plain(logits, *inputs, visual)
+        selected, scores, candidates = weighted(logits, *inputs, visual)
+        selection_inputs, _ = weighted.inputs(logits, *inputs, visual)
+        # Only what SelectionInputs holds is needed to score (a finishing fit caches it).
+        torch.testing.assert_close(weighted.scores(selection_inputs), scores)
+    torch.testing.assert_close(scores, plain_scores)
+    torch.testing.assert_close(weighted.select(logits, scores, candidates), selected)
+
+
 @pytest.fixture
 def tiny_selecting(tiny_config):
     config = dataclasses.replace(
@@ -214,6 +269,7 @@ def tiny_selecting(tiny_config):
         max_candidates=5,
         selection_ranks=True,
         selection_nearness=True,
+        selection_geometry_weights=True,
     )
     return CroBIM(config).eval(), load_tokenizer(config.text)
 

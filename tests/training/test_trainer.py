@@ -232,12 +232,9 @@ def test_training_grouped_by_image_learns_and_counts_expressions(run_config):
     assert state["samples_seen"] == 30 * 2 * 2  # 2 images of 2 expressions per step
 
 
-def test_selection_loss_trains_the_selector_and_nothing_else(run_config):
-    """Same seed, with and without the selection loss: only the selector differs."""
-    from rrsis_geo.nn.crobim import CroBIM
-
-    # A second bright square beside each referent: the mask finds both, so there is a choice.
-    root = Path(load_config(run_config).data.root)
+def add_distractors(root):
+    """A second bright square in the corner away from each referent: the mask finds both, so
+    there is a choice (the referent is the one not in a corner)."""
     for path in (root / "img_rgb").glob("*.png"):
         image = np.array(Image.open(path))
         mask = np.array(Image.open(root / "mask" / path.name)) > 0
@@ -246,6 +243,13 @@ def test_selection_loss_trains_the_selector_and_nothing_else(run_config):
         left = 2 if cols.mean() > SIZE / 2 else SIZE - 18
         image[top : top + 16, left : left + 16] = 230
         Image.fromarray(image).save(path)
+
+
+def test_selection_loss_trains_the_selector_and_nothing_else(run_config):
+    """Same seed, with and without the selection loss: only the selector differs."""
+    from rrsis_geo.nn.crobim import CroBIM
+
+    add_distractors(Path(load_config(run_config).data.root))
     models = {}
     for weight in (1.0, 0.0):
         config = load_config(
@@ -266,3 +270,88 @@ def test_selection_loss_trains_the_selector_and_nothing_else(run_config):
         name.split(".")[0] for name in with_loss if not torch.equal(with_loss[name], without[name])
     }
     assert differing == {"selector"}
+
+
+def make_square_pairs(root):
+    """Two bright squares per image, a large and a small one apart; the target holds both.
+
+    The mask learns to find both, so every expression has two candidates, and the one that
+    best overlaps the target (the selector's label) is the large square: a rule a fresh
+    selector can learn from the candidates' sizes.
+    """
+    rng = np.random.default_rng(1)
+    for phrases in root.glob("output_phrase_*.txt"):
+        lines = []
+        for line in phrases.read_text().splitlines():
+            name = line.split()[0]
+            image = (rng.random((SIZE, SIZE, 3)) * 80).astype(np.uint8)
+            mask = np.zeros((SIZE, SIZE), dtype=np.uint8)
+            large_left = bool(rng.integers(0, 2))
+            for side, size in ((large_left, 16), (not large_left, 10)):
+                left = 2 if side else SIZE - 2 - size
+                top = int(rng.integers(2, SIZE - 2 - size))
+                image[top : top + size, left : left + size] = 230
+                mask[top : top + size, left : left + size] = 255
+            Image.fromarray(image).save(root / "img_rgb" / name)
+            Image.fromarray(mask, mode="L").save(root / "mask" / name)
+            lines.append(f"{name} the bright squares\n")
+        phrases.write_text("".join(lines))
+
+
+def test_selector_finish_refits_only_the_selector_on_the_finished_mask(run_config):
+    """Same seed, with and without the finishing fit: only the selector differs, and the
+    refitted one learnt the choice the finished mask's candidates ask for (the large square)."""
+    from torch.utils.data import DataLoader
+
+    from rrsis_geo.data.readers import open_dataset
+    from rrsis_geo.nn.crobim import CroBIM
+    from rrsis_geo.training.dataset import TrainingSamples, collate
+    from rrsis_geo.training.selection import gather_selection_examples
+
+    root = Path(load_config(run_config).data.root)
+    make_square_pairs(root)
+    models, run_dirs = {}, {}
+    for images in (8, 0):
+        config = load_config(
+            run_config,
+            [
+                "max_steps=30",
+                f"name=finish-{images}",
+                "model_overrides.object_selection=true",
+                "model_overrides.selection_ranks=true",
+                "model_overrides.selection_geometry_weights=true",
+                f"selector_finish.images={images}",
+                "selector_finish.steps=60",
+                "selector_finish.batch_size=8",
+                "selector_finish.lr=3e-3",
+            ],
+        )
+        run_dirs[images] = train(config)
+        last = run_dirs[images] / "checkpoints" / "last"
+        models[images], tokenizer = CroBIM.from_pretrained(last)
+    finished, plain = (dict(models[n].named_parameters()) for n in (8, 0))
+    differing = {
+        name.split(".")[0] for name in finished if not torch.equal(finished[name], plain[name])
+    }
+    assert differing == {"selector"}
+    facts = json.loads((run_dirs[8] / "selector_finish.json").read_text())
+    assert facts["images"] == 8 and facts["steps"] == 60
+    assert not (run_dirs[0] / "selector_finish.json").exists()
+    state = json.loads((run_dirs[8] / "checkpoints" / "last" / "trainer_state.json").read_text())
+    assert state["selector_finished"] is True
+    validated = {}
+    for images in (8, 0):
+        with open(run_dirs[images] / "val_log.csv") as handle:
+            validated[images] = [row["step"] for row in csv.DictReader(handle)]
+    assert validated[8] == [*validated[0], "30"]  # validated again after the fit
+
+    model = models[8].eval()
+    samples = TrainingSamples(open_dataset(root, "train", "risbench"), model.config, tokenizer)
+    loader = DataLoader(samples, batch_size=4, collate_fn=collate)
+    examples = gather_selection_examples(model, loader, torch.device("cpu"))
+    assert facts["examples"] == len(examples) >= 4
+    assert examples.inputs.appearance.dtype == torch.float16
+    inputs = examples.inputs.map(lambda t: t.float() if t.is_floating_point() else t)
+    with torch.no_grad():
+        chosen = model.selector.scores(inputs).argmax(dim=1)
+    assert (chosen == examples.referents).float().mean() >= 0.9
