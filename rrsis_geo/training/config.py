@@ -123,6 +123,16 @@ class SelectorFinishConfig:
     lr: float = 6e-4
     warmup_steps: int = 50
 
+    def __post_init__(self) -> None:
+        counts = {"images": self.images, "warmup_steps": self.warmup_steps}
+        positive = {"steps": self.steps, "batch_size": self.batch_size, "lr": self.lr}
+        for name, value in counts.items():
+            if value < 0:
+                raise InputError(f"selector_finish.{name} must be >= 0, got {value}")
+        for name, value in positive.items():
+            if value <= 0:
+                raise InputError(f"selector_finish.{name} must be > 0, got {value}")
+
 
 @dataclass
 class TrainConfig:

@@ -3,8 +3,9 @@
 import pytest
 import torch
 
+from rrsis_geo.errors import InputError
 from rrsis_geo.nn.selection import GEOMETRY_FEATURES, RANK_FEATURES, ObjectSelector, SelectionInputs
-from rrsis_geo.training.config import OptimConfig
+from rrsis_geo.training.config import OptimConfig, TrainConfig
 from rrsis_geo.training.selection import SelectionExamples, fit_selector
 
 DIM = 16
@@ -81,3 +82,12 @@ def test_learning_rate_factor_warms_up_then_decays_to_zero():
     assert factor(10) == 1.0 and factor(60) == pytest.approx(0.5) and factor(110) == 0.0
     cosine = OptimConfig(schedule="cosine", warmup_steps=0).lr_factor(100)
     assert cosine(0) == 1.0 and cosine(50) == pytest.approx(0.5) and cosine(100) == pytest.approx(0)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"), [("images", -1), ("steps", 0), ("batch_size", 0), ("lr", 0.0)]
+)
+def test_selector_finish_settings_are_checked_when_the_config_is_read(key, value):
+    with pytest.raises(InputError, match=f"selector_finish.{key} must be"):
+        TrainConfig.from_dict({"selector_finish": {key: value}})
+    assert TrainConfig.from_dict({"selector_finish": {"images": 10}}).selector_finish.images == 10
