@@ -299,6 +299,20 @@ def _json_progress(done: int, total: int) -> None:
     sys.stderr.flush()
 
 
+@app.command("formats")
+def formats_command(
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List the output formats: the suffix of each -o file decides what is written."""
+    from rrsis_geo.geo.formats import OUTPUT_FORMATS
+
+    if json_output:
+        typer.echo(json.dumps([entry.to_dict() for entry in OUTPUT_FORMATS.values()]))
+        return
+    for entry in OUTPUT_FORMATS.values():
+        typer.echo(f"{entry.suffix:<10} {entry.kind:<7} {entry.driver:<15} {entry.description}")
+
+
 @app.command()
 def train(
     config: Annotated[

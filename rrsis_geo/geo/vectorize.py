@@ -21,18 +21,13 @@ from rasterio.windows import Window, from_bounds
 from shapely.geometry import Polygon, shape
 
 from rrsis_geo.errors import OutputError
+from rrsis_geo.geo.formats import OUTPUT_FORMATS, VECTOR, suffixes
 from rrsis_geo.geo.writers import PROBABILITY_SCALE
 
 __all__ = ["VECTOR_DRIVERS", "Candidate", "VectorOptions", "polygonize", "write_polygons"]
 
-VECTOR_DRIVERS = {
-    ".gpkg": "GPKG",
-    ".geojson": "GeoJSON",
-    ".fgb": "FlatGeobuf",
-    ".shp": "ESRI Shapefile",
-    ".parquet": "GeoParquet",
-}
-"""Output extensions written as polygons, and the format each one means."""
+VECTOR_DRIVERS = {suffix: OUTPUT_FORMATS[suffix].driver for suffix in suffixes(VECTOR)}
+"""Output extensions written as polygons, and the driver of each (from the format registry)."""
 
 
 @dataclass(frozen=True)
