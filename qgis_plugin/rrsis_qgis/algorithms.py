@@ -182,8 +182,18 @@ class SegmentingAlgorithm(QgsProcessingAlgorithm):
         outputs: list[str],
         values: dict[str, Any],
         feedback: QgsProcessingFeedback,
+        candidates: str | None = None,
     ) -> dict[str, Any]:
         """Run ``rrsis segment`` once; its stderr goes to the QGIS log.
+
+        Args:
+            executable: The checked rrsis.
+            input_path: The raster file.
+            expression: The sentence.
+            outputs: Files for ``--output`` (raster and/or polygons).
+            values: The CLI option values (see :meth:`cli_values`).
+            feedback: The algorithm's feedback.
+            candidates: File for ``--candidates`` (every candidate, ranked), or None.
 
         Returns:
             The JSON summary rrsis printed.
@@ -192,11 +202,14 @@ class SegmentingAlgorithm(QgsProcessingAlgorithm):
             QgsProcessingException: With rrsis's one-line message, or after a cancel.
         """
         arguments = ["segment", *segment_arguments(values), *FIXED_ARGUMENTS]
-        for output in outputs:
+        flagged = [("--output", output) for output in outputs]
+        if candidates:
+            flagged.append(("--candidates", candidates))
+        for flag, output in flagged:
             # Processing lets users (and models, and qgis_process) name files in folders that
             # do not exist yet; rrsis refuses those, QGIS's own algorithms create them.
             os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-            arguments += ["--output", output]
+            arguments += [flag, output]
         # "--" so that an expression starting with "-" is not read as an option.
         arguments += ["--", input_path, expression]
 
@@ -241,6 +254,7 @@ class SegmentAlgorithm(SegmentingAlgorithm):
     EXPRESSION = "EXPRESSION"
     OUTPUT_RASTER = "OUTPUT_RASTER"
     OUTPUT_POLYGONS = "OUTPUT_POLYGONS"
+    OUTPUT_CANDIDATES = "OUTPUT_CANDIDATES"
     POLYGON_COUNT = "POLYGON_COUNT"
     MODEL_NAME = "MODEL_NAME"
 
@@ -258,6 +272,10 @@ class SegmentAlgorithm(SegmentingAlgorithm):
             'Finds the object a sentence refers to ("the largest storage tank", "the ship '
             'closest to the pier") in a georeferenced raster and writes it as a probability '
             "raster and/or polygons with score fields, in the input's CRS.\n\n"
+            "Strategy: Whole scene answers words such as largest, northernmost or closest to "
+            "over the whole scene; Per tile is the old per-tile behaviour, for comparison. "
+            "Candidates (optional) writes every candidate the sentence's description matched, "
+            "ranked (rank 1 = the chosen referent), with why each was or was not chosen.\n\n"
             "The model runs in the rrsis command line of its own Python environment, not inside "
             "QGIS: install rrsis-geo there and set its rrsis under Settings > Options > "
             "Processing > Providers (or put rrsis on PATH). Cancel stops it and leaves no "
@@ -296,6 +314,15 @@ class SegmentAlgorithm(SegmentingAlgorithm):
                 createByDefault=True,
             )
         )
+        self.addParameter(
+            QgsProcessingParameterVectorDestination(
+                self.OUTPUT_CANDIDATES,
+                self.tr("Candidates (every candidate, ranked)"),
+                QgsProcessing.TypeVectorPolygon,
+                optional=True,
+                createByDefault=False,
+            )
+        )
         self.addOutput(QgsProcessingOutputNumber(self.POLYGON_COUNT, self.tr("Polygon count")))
         self.addOutput(QgsProcessingOutputString(self.MODEL_NAME, self.tr("Model")))
 
@@ -311,22 +338,31 @@ class SegmentAlgorithm(SegmentingAlgorithm):
             raise QgsProcessingException(self.tr("the referring expression is empty"))
         raster = self.parameterAsOutputLayer(parameters, self.OUTPUT_RASTER, context)
         polygons = self.parameterAsOutputLayer(parameters, self.OUTPUT_POLYGONS, context)
+        candidates = self.parameterAsOutputLayer(parameters, self.OUTPUT_CANDIDATES, context)
         outputs = [path for path in (raster, polygons) if path]
         if not outputs:
+            # The candidate layer alone is not enough: rrsis would then write its default
+            # outputs next to the input.
             raise QgsProcessingException(
                 self.tr("no output chosen: ask for the probability raster, the polygons or both")
             )
         executable = self.executable()
         input_path = self.input_file(parameters, context, feedback)
         values = self.cli_values(parameters, context)
-        summary = self.segment(executable, input_path, expression, outputs, values, feedback)
+        summary = self.segment(
+            executable, input_path, expression, outputs, values, feedback, candidates or None
+        )
         if raster:
             load_on_completion(context, raster, f"{expression} (probability)", True)
         if polygons:
             load_on_completion(context, polygons, expression, False)
+        if candidates:
+            name = f"{expression} (candidates)"
+            load_on_completion(context, candidates, name, False, candidates=True)
         return {
             self.OUTPUT_RASTER: raster or None,
             self.OUTPUT_POLYGONS: polygons or None,
+            self.OUTPUT_CANDIDATES: candidates or None,
             self.POLYGON_COUNT: summary.get("polygons"),
             self.MODEL_NAME: summary.get("model"),
         }
@@ -338,6 +374,7 @@ class BatchSegmentAlgorithm(SegmentingAlgorithm):
     EXPRESSIONS = "EXPRESSIONS"
     WRITE_RASTER = "WRITE_RASTER"
     WRITE_POLYGONS = "WRITE_POLYGONS"
+    WRITE_CANDIDATES = "WRITE_CANDIDATES"
     OUTPUT_FOLDER = "OUTPUT_FOLDER"
     OUTPUT_LAYERS = "OUTPUT_LAYERS"
 
@@ -354,7 +391,8 @@ class BatchSegmentAlgorithm(SegmentingAlgorithm):
         return self.tr(
             "Segments each expression of a table over the same raster. Each expression N "
             "writes NN_<expression>.tif (probability) and NN_<expression>.gpkg (polygons) into "
-            "the output folder. Expressions run one after another, each in its own rrsis "
+            "the output folder, and with Write candidate layers NN_<expression>_candidates.gpkg "
+            "(every candidate, ranked). Expressions run one after another, each in its own rrsis "
             "process; after a Cancel the completed ones are kept and the running one leaves "
             "nothing. From qgis_process, give --EXPRESSIONS once per expression."
         )
@@ -385,6 +423,13 @@ class BatchSegmentAlgorithm(SegmentingAlgorithm):
             QgsProcessingParameterBoolean(self.WRITE_POLYGONS, self.tr("Write polygons"), True)
         )
         self.addParameter(
+            QgsProcessingParameterBoolean(
+                self.WRITE_CANDIDATES,
+                self.tr("Write candidate layers (every candidate, ranked)"),
+                False,
+            )
+        )
+        self.addParameter(
             QgsProcessingParameterFolderDestination(self.OUTPUT_FOLDER, self.tr("Output folder"))
         )
         self.addOutput(QgsProcessingOutputMultipleLayers(self.OUTPUT_LAYERS, self.tr("Results")))
@@ -412,6 +457,7 @@ class BatchSegmentAlgorithm(SegmentingAlgorithm):
             raise QgsProcessingException(
                 self.tr("no output chosen: write probability rasters, polygons or both")
             )
+        write_candidates = self.parameterAsBoolean(parameters, self.WRITE_CANDIDATES, context)
         folder = self.parameterAsFileOutput(parameters, self.OUTPUT_FOLDER, context)
         os.makedirs(folder, exist_ok=True)
         executable = self.executable()
@@ -424,8 +470,9 @@ class BatchSegmentAlgorithm(SegmentingAlgorithm):
             steps.pushInfo(f"[{index + 1}/{len(expressions)}] {expression}")
             stem = os.path.join(folder, f"{index + 1:02d}_{_slug(expression)}")
             outputs = [stem + extension for extension in extensions]
+            candidates = f"{stem}_candidates.gpkg" if write_candidates else None
             try:
-                self.segment(executable, input_path, expression, outputs, values, steps)
+                self.segment(executable, input_path, expression, outputs, values, steps, candidates)
             except QgsProcessingException as error:
                 if feedback.isCanceled() and written:
                     raise QgsProcessingException(
@@ -437,4 +484,16 @@ class BatchSegmentAlgorithm(SegmentingAlgorithm):
                 is_raster = output.endswith(".tif")
                 name = f"{expression} (probability)" if is_raster else expression
                 load_on_completion(context, output, name, is_raster, self.OUTPUT_LAYERS, queue=True)
+            if candidates:
+                written.append(candidates)
+                name = f"{expression} (candidates)"
+                load_on_completion(
+                    context,
+                    candidates,
+                    name,
+                    False,
+                    self.OUTPUT_LAYERS,
+                    queue=True,
+                    candidates=True,
+                )
         return {self.OUTPUT_FOLDER: folder, self.OUTPUT_LAYERS: written}

@@ -8,10 +8,41 @@ from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
 from .algorithms import BatchSegmentAlgorithm, SegmentAlgorithm
-from .settings import EXECUTABLE_SETTING
+from .runner import RrsisError, check_executable, find_executable, output_formats
+from .settings import EXECUTABLE_SETTING, configured_executable
 
 ICON_PATH = os.path.join(os.path.dirname(__file__), "icon.svg")
 PROVIDER_NAME = "Referring segmentation (rrsis)"
+# When the executable cannot be asked (not found, not runnable, too old for `rrsis formats`),
+# only GeoPackage is offered: every rrsis writes it, and it is QGIS's default vector format.
+FALLBACK_VECTOR_EXTENSIONS = ("gpkg",)
+# Seconds to wait for `--version` and `formats --json` while QGIS builds a dialog.
+FORMATS_TIMEOUT = 30.0
+
+# The vector extensions per configured executable ("" = the rrsis on PATH), asked once per QGIS
+# session: QGIS calls supportedOutputVectorLayerExtensions often (each dialog, each check of
+# an output), and the answer changes only with another rrsis.
+_vector_extensions: dict[str, tuple[str, ...]] = {}
+
+
+def vector_extensions() -> tuple[str, ...]:
+    """The vector output suffixes (without dots) the configured rrsis writes.
+
+    Read from ``rrsis formats --json`` (the library's format registry) once per session and
+    executable; :data:`FALLBACK_VECTOR_EXTENSIONS` when the executable cannot be run.
+    """
+    configured = configured_executable()
+    if configured not in _vector_extensions:
+        try:
+            executable = check_executable(find_executable(configured), FORMATS_TIMEOUT)
+            formats = output_formats(executable, FORMATS_TIMEOUT)
+            found = tuple(
+                entry["suffix"].lstrip(".") for entry in formats if entry.get("kind") == "vector"
+            )
+        except (RrsisError, OSError):
+            found = ()
+        _vector_extensions[configured] = found or FALLBACK_VECTOR_EXTENSIONS
+    return _vector_extensions[configured]
 
 
 def _plugin_version() -> str:
@@ -87,8 +118,8 @@ class RrsisProvider(QgsProcessingProvider):
         return ["tif"]
 
     def supportedOutputVectorLayerExtensions(self) -> list[str]:
-        """The polygon formats rrsis writes and QGIS reads."""
-        return ["gpkg", "geojson", "fgb", "shp"]
+        """The polygon formats the configured rrsis writes (see :func:`vector_extensions`)."""
+        return list(vector_extensions())
 
     def defaultRasterFileExtension(self) -> str:
         """GeoTIFF."""

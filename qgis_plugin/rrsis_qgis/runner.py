@@ -167,6 +167,44 @@ def check_executable(path: str, timeout: float = 120.0) -> Executable:
     return Executable(command, version)
 
 
+def output_formats(executable: Executable, timeout: float = 30.0) -> list[dict[str, Any]]:
+    """The output formats ``rrsis formats --json`` lists (one registry in the library).
+
+    Args:
+        executable: From :func:`check_executable`.
+        timeout: Seconds to wait for the answer.
+
+    Returns:
+        One ``{"suffix", "kind", "driver", "description"}`` per format (``kind`` is
+        ``"raster"`` or ``"vector"``; ``suffix`` has its dot, e.g. ``".gpkg"``).
+
+    Raises:
+        RrsisError: When the command does not run, fails, or prints no such list.
+    """
+    try:
+        answer = subprocess.run(
+            [*executable.command, "formats", "--json"],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=child_environment(),
+            **_hidden_window(),
+        )
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise RrsisError(f"could not run {executable.command[0]} formats: {error}") from None
+    if answer.returncode != 0:
+        raise RrsisError(f"'rrsis formats --json' exited with {answer.returncode}")
+    try:
+        formats = json.loads(answer.stdout)
+    except json.JSONDecodeError:
+        raise RrsisError("'rrsis formats --json' printed no JSON") from None
+    if not isinstance(formats, list) or not all(
+        isinstance(entry, dict) and isinstance(entry.get("suffix"), str) for entry in formats
+    ):
+        raise RrsisError("'rrsis formats --json' printed no list of formats")
+    return formats
+
+
 def _hidden_window() -> dict[str, Any]:
     # On Windows a console window would flash up for every run.
     if sys.platform == "win32":

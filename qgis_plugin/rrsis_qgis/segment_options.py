@@ -25,8 +25,9 @@ class CliOption:
 
     Attributes:
         name: Processing parameter name (upper case, as QGIS names them).
-        flag: The CLI flag, e.g. ``--tile-size``. For a :data:`CHOICE`, the CLI parameter the
-            choice stands for (documentation only: the arguments come from ``choices``).
+        flag: The CLI flag, e.g. ``--tile-size``. For a :data:`CHOICE`, the CLI option the
+            choice stands for: one option with a value (``--strategy``), or switches
+            (``--binary/--float32``); the arguments come from ``choices``.
         kind: :data:`INTEGER`, :data:`DECIMAL`, :data:`TEXT` or :data:`CHOICE`.
         description: Label in the algorithm dialog.
         default: The CLI's own default, or None when the CLI derives it (from the model).
@@ -35,7 +36,8 @@ class CliOption:
         maximum: Largest accepted number, if any.
         advanced: Shown under "Advanced Parameters".
         help: Longer help shown in the dialog.
-        choices: For :data:`CHOICE`: (label, CLI arguments) pairs; the first is the default.
+        choices: For :data:`CHOICE`: (label, CLI arguments) pairs; the first is the CLI's
+            default.
     """
 
     name: str
@@ -56,11 +58,12 @@ class CliOption:
             value: The parameter's value: a number, a string, a choice index, or None.
 
         Returns:
-            Arguments to append to ``rrsis segment``.
+            Arguments to append to ``rrsis segment``. A choice the user made is passed as it
+            is, the default one included (the run does what the dialog said); None (unset)
+            passes nothing.
         """
         if self.kind == CHOICE:
-            index = 0 if value is None else int(value)
-            return list(self.choices[index][1])
+            return [] if value is None else list(self.choices[int(value)][1])
         if value is None or value == "" or value == self.default:
             return []
         if self.kind == INTEGER:
@@ -79,6 +82,20 @@ SEGMENT_OPTIONS: tuple[CliOption, ...] = (
         help="A shipped model's name, a CroBIM checkpoint folder, a hub repo id[@revision], "
         "or python:PACKAGE.MODULE:FACTORY (python:FILE.py:FACTORY). Empty: crobim-lite-synth, "
         "trained on synthetic scenes only.",
+    ),
+    CliOption(
+        "STRATEGY",
+        "--strategy",
+        CHOICE,
+        "Strategy",
+        choices=(
+            ("Whole scene (sentence resolved over the scene)", ("--strategy", "scene")),
+            ("Per tile (old behaviour, for comparison)", ("--strategy", "tile")),
+        ),
+        help="Whole scene: words such as largest, northernmost, second from the left, at the "
+        "top right, closest to the pier are answered over the whole scene (every instance of "
+        "the description is a candidate; the words choose among them). Per tile: every tile "
+        "answers the whole sentence on its own, as rrsis did before; kept for comparison.",
     ),
     CliOption(
         "BANDS",
@@ -167,11 +184,20 @@ SEGMENT_OPTIONS: tuple[CliOption, ...] = (
     ),
 )
 
-# CLI options the plugin sets itself rather than offering them: outputs come from the
-# Processing destinations, QGIS's convention is to overwrite the chosen file, and the plugin
-# reads the JSON summary and the JSON progress lines.
-PLUGIN_MANAGED_FLAGS = ("--output", "--overwrite", "--json", "--quiet", "--progress")
-FIXED_ARGUMENTS = ("--overwrite", "--json", "--progress", "json")
+# CLI options the plugin sets itself rather than offering them: outputs (and the candidate
+# layer) come from the Processing destinations, QGIS's convention is to overwrite the chosen
+# file, the plugin reads the JSON summary and the JSON progress lines, and how the sentence
+# was read (--explain, on stderr) always goes to the algorithm's log.
+PLUGIN_MANAGED_FLAGS = (
+    "--output",
+    "--candidates",
+    "--overwrite",
+    "--json",
+    "--quiet",
+    "--progress",
+    "--explain",
+)
+FIXED_ARGUMENTS = ("--overwrite", "--json", "--progress", "json", "--explain")
 
 
 def segment_arguments(values: dict[str, Any]) -> list[str]:

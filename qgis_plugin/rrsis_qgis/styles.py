@@ -1,11 +1,17 @@
-"""How results look when they load: a probability colour ramp and semi-transparent polygons."""
+"""How results look when they load: probability ramp, polygons, candidates graded by rank.
+
+The probability raster gets a colour ramp, the polygons a semi-transparent fill, and the
+candidate layer a style by rank in which the chosen referent stands out in a strong outline.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import ClassVar
 
 from qgis.core import (
     QgsColorRampShader,
+    QgsFeatureRequest,
     QgsFillSymbol,
     QgsMapLayer,
     QgsProcessingContext,
@@ -14,6 +20,7 @@ from qgis.core import (
     QgsProcessingUtils,
     QgsRasterLayer,
     QgsRasterShader,
+    QgsRuleBasedRenderer,
     QgsSingleBandPseudoColorRenderer,
     QgsSingleSymbolRenderer,
     QgsVectorLayer,
@@ -36,6 +43,52 @@ POLYGON_STYLE = {
     "outline_color": "255,214,0,255",
     "outline_width": "0.6",
 }
+# The candidate layer (rrsis segment --candidates): one rule per group of ranks, first match
+# only (the filters exclude each other). The referent(s) the sentence chose (``chosen``; rank 1
+# first, ranks 1..N for "the N largest") in the polygons' yellow with a thick red outline; the
+# other candidates in dashed cyan outlines that get thinner and fainter down the ranking, so
+# what the sentence's words ranked is visible without hiding the choice.
+CANDIDATE_RULES = (
+    (
+        "chosen (the referent)",
+        '"chosen"',
+        {
+            "color": "255,214,0,110",
+            "outline_color": "230,40,0,255",
+            "outline_width": "1.0",
+        },
+    ),
+    (
+        "candidate, rank 2-3",
+        'NOT "chosen" AND "rank" <= 3',
+        {
+            "color": "0,200,255,45",
+            "outline_color": "0,200,255,230",
+            "outline_width": "0.5",
+            "outline_style": "dash",
+        },
+    ),
+    (
+        "candidate, rank 4-10",
+        'NOT "chosen" AND "rank" > 3 AND "rank" <= 10',
+        {
+            "color": "0,200,255,20",
+            "outline_color": "0,200,255,150",
+            "outline_width": "0.35",
+            "outline_style": "dash",
+        },
+    ),
+    (
+        "candidate, rank 11 and lower",
+        'NOT "chosen" AND "rank" > 10',
+        {
+            "color": "0,0,0,0",
+            "outline_color": "0,200,255,90",
+            "outline_width": "0.26",
+            "outline_style": "dash",
+        },
+    ),
+)
 
 
 def style_probability(layer: QgsRasterLayer) -> None:
@@ -64,6 +117,23 @@ def style_polygons(layer: QgsVectorLayer) -> None:
     layer.triggerRepaint()
 
 
+def style_candidates(layer: QgsVectorLayer) -> None:
+    """Grade a candidate layer by ``rank`` with :data:`CANDIDATE_RULES` (chosen on top)."""
+    root = QgsRuleBasedRenderer.Rule(None)
+    for label, expression, style in CANDIDATE_RULES:
+        root.appendChild(
+            QgsRuleBasedRenderer.Rule(QgsFillSymbol.createSimple(style), 0, 0, expression, label)
+        )
+    renderer = QgsRuleBasedRenderer(root)
+    # Low ranks are drawn last, so the chosen referent is never under another candidate.
+    renderer.setOrderBy(
+        QgsFeatureRequest.OrderBy([QgsFeatureRequest.OrderByClause('"rank"', False)])
+    )
+    renderer.setOrderByEnabled(True)
+    layer.setRenderer(renderer)
+    layer.triggerRepaint()
+
+
 def style_result(layer: QgsMapLayer) -> None:
     """Style a result layer by its type (raster or polygons)."""
     if isinstance(layer, QgsRasterLayer):
@@ -79,16 +149,20 @@ class ResultStyler(QgsProcessingLayerPostProcessorInterface):
     # returned; Python references keep them from being garbage-collected before that.
     _alive: ClassVar[list[ResultStyler]] = []
 
+    def __init__(self, style: Callable[[QgsMapLayer], None] = style_result) -> None:
+        super().__init__()
+        self.style = style
+
     def postProcessLayer(
         self, layer: QgsMapLayer, context: QgsProcessingContext, feedback: QgsProcessingFeedback
     ) -> None:
-        """Apply :func:`style_result` to ``layer``."""
-        style_result(layer)
+        """Apply the style function (default :func:`style_result`) to ``layer``."""
+        self.style(layer)
 
     @classmethod
-    def create(cls) -> ResultStyler:
+    def create(cls, style: Callable[[QgsMapLayer], None] = style_result) -> ResultStyler:
         """A new post-processor (one per layer: Processing takes ownership of each)."""
-        styler = cls()
+        styler = cls(style)
         cls._alive.append(styler)
         return styler
 
@@ -100,6 +174,7 @@ def load_on_completion(
     is_raster: bool,
     output_name: str = "",
     queue: bool = False,
+    candidates: bool = False,
 ) -> None:
     """Name and style ``path`` for when Processing loads it into the project.
 
@@ -114,6 +189,7 @@ def load_on_completion(
         is_raster: Whether it is a raster (else polygons).
         output_name: The algorithm output the layer belongs to (for queued files).
         queue: Queue the file for loading when Processing has not (and there is a project).
+        candidates: It is a candidate layer: styled by rank (:func:`style_candidates`).
     """
     if context.willLoadLayerOnCompletion(path):
         details = context.layerToLoadOnCompletionDetails(path)
@@ -127,4 +203,4 @@ def load_on_completion(
         details = context.layerToLoadOnCompletionDetails(path)
     else:
         return
-    details.setPostProcessor(ResultStyler.create())
+    details.setPostProcessor(ResultStyler.create(style_candidates if candidates else style_result))

@@ -4,11 +4,12 @@ Run by tests with Debian's /usr/bin/python3 (QGIS's Python), never by pytest its
 
     python3 qgis_driver.py REQUEST.json
 
-REQUEST: {"plugin_dir", "executable" (the plugin setting, may be ""), "algorithm",
-"parameters", "load" (runAndLoadResults instead of run), "cancel_on_progress",
+REQUEST: {"plugin_dir", "executable" (the plugin setting, may be ""), "algorithm" (null:
+run none), "parameters", "load" (runAndLoadResults instead of run), "cancel_on_progress",
 "input_kind" ("file", "virtual" or "xyz")}. The report on stdout's last line has the
-registered algorithms, the results or the error message, the feedback and QGIS log lines,
-the progress values, and each output opened as a layer (validity, CRS, style).
+registered algorithms, the provider's vector output extensions, the results or the error
+message, the feedback and QGIS log lines, the progress values, and each output opened as a
+layer (validity, CRS, style; a candidate layer's rows and its rule-based style's rules).
 """
 
 import json
@@ -18,6 +19,8 @@ import time
 from qgis.core import (
     Qgis,
     QgsApplication,
+    QgsExpression,
+    QgsFeatureRequest,
     QgsProcessingException,
     QgsProcessingFeedback,
     QgsProject,
@@ -57,6 +60,7 @@ provider = QgsApplication.processingRegistry().providerById("rrsis")
 report["provider"] = provider.name() if provider else None
 report["algorithms"] = sorted(a.id() for a in provider.algorithms()) if provider else []
 QgsSettings().setValue("Processing/Configuration/RRSIS_EXECUTABLE", request["executable"])
+report["vector_extensions"] = provider.supportedOutputVectorLayerExtensions() if provider else []
 
 
 class RecordingFeedback(QgsProcessingFeedback):
@@ -117,6 +121,9 @@ def input_layer(path, kind):
     return layer
 
 
+ROW_FIELDS = ("rank", "chosen", "measure", "value", "area_m2", "reason")
+
+
 def describe(layer):
     info = {
         "name": layer.name(),
@@ -131,17 +138,39 @@ def describe(layer):
         info["fields"] = [field.name() for field in layer.fields()]
         symbol = layer.renderer().symbol() if info["renderer"] == "singleSymbol" else None
         info["fill_alpha"] = symbol.color().alpha() if symbol else None
+        if "rank" in info["fields"]:
+            wanted = [name for name in ROW_FIELDS if name in info["fields"]]
+            rows = [{name: feature[name] for name in wanted} for feature in layer.getFeatures()]
+            info["rows"] = sorted(rows, key=lambda row: row["rank"])
+        if info["renderer"] == "RuleRenderer":
+            info["rules"] = [
+                {
+                    "label": rule.label(),
+                    "filter": rule.filterExpression(),
+                    "outline_width": rule.symbol().symbolLayer(0).strokeWidth(),
+                    "matches": sum(
+                        1
+                        for _ in layer.getFeatures(
+                            QgsFeatureRequest(QgsExpression(rule.filterExpression()))
+                        )
+                    ),
+                }
+                for rule in layer.renderer().rootRule().children()
+            ]
+            info["order_by"] = layer.renderer().orderBy().dump()
     return info
 
 
 parameters = dict(request["parameters"])
-parameters["INPUT"] = input_layer(parameters["INPUT"], request.get("input_kind", "file"))
+if request["algorithm"] is not None:
+    parameters["INPUT"] = input_layer(parameters["INPUT"], request.get("input_kind", "file"))
 feedback = RecordingFeedback(request.get("cancel_on_progress", False))
 started = time.monotonic()
 try:
-    run = processing.runAndLoadResults if request.get("load") else processing.run
-    results = run(request["algorithm"], parameters, feedback=feedback)
-    report["results"] = {key: value for key, value in results.items()}
+    if request["algorithm"] is not None:
+        run = processing.runAndLoadResults if request.get("load") else processing.run
+        results = run(request["algorithm"], parameters, feedback=feedback)
+        report["results"] = {key: value for key, value in results.items()}
 except QgsProcessingException as error:
     report["error"] = str(error)
 report["finished_at"] = time.monotonic()

@@ -7,6 +7,7 @@ import importlib.util
 import subprocess
 import sys
 import zipfile
+from enum import Enum
 
 import typer.main
 
@@ -45,14 +46,44 @@ def test_every_cli_option_is_offered_or_set_by_the_plugin():
     assert offered | managed == set(_cli_options())
 
 
+def _check_choice(option, cli):
+    arguments = [list(arguments) for _, arguments in option.choices]
+    if option.flag in cli:
+        # One CLI option with a value (--strategy scene|tile): each choice passes one value,
+        # the first is the CLI's default, and together they are the CLI's choices.
+        assert all(len(args) == 2 and args[0] == option.flag for args in arguments), option.flag
+        values = [args[1] for args in arguments]
+        default = cli[option.flag].default
+        assert isinstance(default, Enum), option.flag
+        assert values[0] == default.value, option.flag
+        assert sorted(values) == sorted(member.value for member in type(default)), option.flag
+    else:
+        # Switches (--binary/--float32): the first choice passes none, each other one switch.
+        assert arguments[0] == [], option.flag
+        for args in arguments[1:]:
+            assert len(args) == 1 and cli[args[0]].default is False, option.flag
+        assert {args[0] for args in arguments[1:]} == set(option.flag.split("/"))
+
+
 def test_plugin_defaults_are_the_cli_defaults():
     cli = _cli_options()
     for option in segment_options.SEGMENT_OPTIONS:
         if option.kind == segment_options.CHOICE:
-            for _, arguments in option.choices:
-                assert all(cli[flag].default is False for flag in arguments)
+            _check_choice(option, cli)
             continue
         assert cli[option.flag].default == option.default, option.flag
+
+
+def test_strategy_choice_maps_to_the_cli_arguments():
+    (strategy,) = [o for o in segment_options.SEGMENT_OPTIONS if o.name == "STRATEGY"]
+    assert [label for label, _ in strategy.choices] == [
+        "Whole scene (sentence resolved over the scene)",
+        "Per tile (old behaviour, for comparison)",
+    ]
+    assert segment_options.segment_arguments({"STRATEGY": 0}) == ["--strategy", "scene"]
+    assert segment_options.segment_arguments({"STRATEGY": 1}) == ["--strategy", "tile"]
+    # Unset: nothing passed, the CLI's default (scene) applies.
+    assert segment_options.segment_arguments({"STRATEGY": None}) == []
 
 
 def test_arguments_are_passed_only_when_they_differ_from_the_default():

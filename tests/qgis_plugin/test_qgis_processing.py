@@ -18,14 +18,40 @@ import zipfile
 import pytest
 import rasterio
 
+from rrsis_geo.geo.formats import suffixes
 from tests.qgis_plugin.conftest import BRIGHTNESS, HERE, PLUGIN_ROOT, QGIS_PYTHON, RRSIS
 
 SLOW_MODEL = f"python:{HERE.parent / 'cli' / 'slow_model.py'}:factory"
+# What the provider offers for vector outputs: the library's registry, through rrsis formats.
+LIBRARY_VECTOR_EXTENSIONS = [suffix.lstrip(".") for suffix in suffixes("vector")]
+CANDIDATE_FIELDS = {
+    "rank",
+    "chosen",
+    "reason",
+    "score_mean",
+    "score_max",
+    "presence",
+    "area_m2",
+    "measure",
+    "value",
+    "expression",
+    "model",
+}
 
 
 def _crs(path) -> str:
     with rasterio.open(path) as dataset:
         return dataset.crs.to_string()
+
+
+def _commands(report) -> list[str]:
+    return [text for kind, text in report["feedback"] if kind == "command"]
+
+
+def test_provider_vector_extensions_come_from_rrsis_formats(run_in_qgis):
+    report = run_in_qgis(None, {})
+    assert report["vector_extensions"] == LIBRARY_VECTOR_EXTENSIONS
+    assert "gpkg" in report["vector_extensions"] and len(report["vector_extensions"]) > 1
 
 
 def test_segment_runs_through_processing_and_loads_styled_layers(
@@ -38,6 +64,7 @@ def test_segment_runs_through_processing_and_loads_styled_layers(
             "INPUT": scene,
             "EXPRESSION": "the bright fields",
             "MODEL": BRIGHTNESS,
+            "STRATEGY": 1,  # Per tile (the old behaviour)
             "OUTPUT_RASTER": tmp_path / "bright.tif",
             "OUTPUT_POLYGONS": tmp_path / "bright.gpkg",
         },
@@ -45,7 +72,10 @@ def test_segment_runs_through_processing_and_loads_styled_layers(
     )
     assert report["provider"] == "Referring segmentation (rrsis)"
     assert report["algorithms"] == ["rrsis:batchsegment", "rrsis:segment"]
+    assert report["vector_extensions"] == LIBRARY_VECTOR_EXTENSIONS
     assert "error" not in report, report["error"]
+    (command,) = _commands(report)
+    assert " --strategy tile " in command and "--candidates" not in command
     assert report["results"]["MODEL_NAME"] == "reference/brightness"
     assert report["results"]["POLYGON_COUNT"] > 0
     assert report["progress"][-1] == 100.0
@@ -60,6 +90,59 @@ def test_segment_runs_through_processing_and_loads_styled_layers(
     assert raster["renderer"] == "singlebandpseudocolor" and raster["opacity"] < 1
     polygons = loaded["the bright fields"]
     assert polygons["renderer"] == "singleSymbol" and 0 < polygons["fill_alpha"] < 255
+    assert "Traceback" not in report["stderr"]
+
+
+def test_candidates_output_is_written_and_loads_styled_by_rank(run_in_qgis, shared_real, tmp_path):
+    scene = shared_real / "RGB.byte.tif"
+    candidates = tmp_path / "layers" / "candidates.gpkg"  # a folder that does not exist yet
+    report = run_in_qgis(
+        "rrsis:segment",
+        {
+            "INPUT": scene,
+            "EXPRESSION": "the largest bright field",
+            "MODEL": BRIGHTNESS,
+            "STRATEGY": 0,  # Whole scene
+            "OUTPUT_RASTER": None,
+            "OUTPUT_POLYGONS": tmp_path / "largest.gpkg",
+            "OUTPUT_CANDIDATES": candidates,
+        },
+        load=True,
+    )
+    assert "error" not in report, report["error"]
+    (command,) = _commands(report)
+    assert " --strategy scene " in command
+    assert f" --candidates {candidates} " in command and " --explain " in command
+    # --explain: how the sentence was read reaches the algorithm's log
+    assert any(
+        kind == "console" and text.startswith("rrsis: reading:")
+        for kind, text in report["feedback"]
+    )
+    assert report["results"]["OUTPUT_CANDIDATES"] == str(candidates)
+    layer = report["outputs"]["OUTPUT_CANDIDATES"]
+    assert layer["valid"] and layer["crs"] == _crs(scene)
+    assert CANDIDATE_FIELDS <= set(layer["fields"])
+    rows = layer["rows"]
+    assert len(rows) == layer["features"] > 1, "the scene should have several bright fields"
+    assert [row["rank"] for row in rows] == list(range(1, len(rows) + 1))
+    # "the largest": one referent, rank 1, ranked by area, and it has the largest area
+    assert [bool(row["chosen"]) for row in rows] == [True] + [False] * (len(rows) - 1)
+    assert {row["measure"] for row in rows} == {"area"}
+    assert rows[0]["value"] == max(row["value"] for row in rows)
+    assert all(row["reason"] for row in rows)
+    # Loaded into the project, styled by rank: the chosen referent stands out
+    loaded = {item["name"]: item for item in report["project_layers"]}
+    styled = loaded["the largest bright field (candidates)"]
+    assert styled["valid"] and styled["renderer"] == "RuleRenderer"
+    rules = styled["rules"]
+    assert rules[0]["filter"] == '"chosen"' and rules[0]["matches"] == 1
+    # the rules exclude each other and leave no candidate out
+    assert sum(rule["matches"] for rule in rules) == len(rows)
+    assert all(rules[0]["outline_width"] > rule["outline_width"] for rule in rules[1:])
+    widths = [rule["outline_width"] for rule in rules[1:]]
+    assert widths == sorted(widths, reverse=True)  # lighter down the ranking
+    assert '"rank" DESC' in styled["order_by"]  # rank 1 drawn last, on top
+    assert loaded["the largest bright field"]["renderer"] == "singleSymbol"
     assert "Traceback" not in report["stderr"]
 
 
@@ -182,6 +265,8 @@ def test_unusable_executable_gives_a_message_not_a_traceback(
         executable=executable,
     )
     assert message.format(path=executable) in report["error"]
+    # An executable that cannot be asked for its formats leaves GeoPackage only.
+    assert report["vector_extensions"] == ["gpkg"]
     assert "Traceback" not in report["stderr"]
     assert not (tmp_path / "p.tif").exists()
 
@@ -267,6 +352,7 @@ def test_batch_segment_writes_one_styled_pair_per_expression(run_in_qgis, shared
             "INPUT": shared_real / "RGB.byte.tif",
             "EXPRESSIONS": ["the bright fields", "Dark water!"],
             "MODEL": BRIGHTNESS,
+            "WRITE_CANDIDATES": True,
             "OUTPUT_FOLDER": tmp_path / "batch",
         },
         # The setting may name a Python interpreter instead of rrsis: python -m rrsis_geo.
@@ -274,20 +360,28 @@ def test_batch_segment_writes_one_styled_pair_per_expression(run_in_qgis, shared
         load=True,
     )
     assert "error" not in report, report["error"]
-    commands = [text for kind, text in report["feedback"] if kind == "command"]
+    assert report["vector_extensions"] == LIBRARY_VECTOR_EXTENSIONS  # asked via python -m
+    commands = _commands(report)
     assert len(commands) == 2 and all(" -m rrsis_geo segment " in c for c in commands)
+    assert all(" --candidates " in c for c in commands)
     names = sorted(os.path.basename(path) for path in report["results"]["OUTPUT_LAYERS"])
     assert names == [
         "01_the_bright_fields.gpkg",
         "01_the_bright_fields.tif",
+        "01_the_bright_fields_candidates.gpkg",
         "02_dark_water.gpkg",
         "02_dark_water.tif",
+        "02_dark_water_candidates.gpkg",
     ]
-    assert {layer["name"] for layer in report["project_layers"]} == {
+    layers = {layer["name"]: layer for layer in report["project_layers"]}
+    assert set(layers) == {
         "the bright fields",
         "the bright fields (probability)",
+        "the bright fields (candidates)",
         "Dark water!",
         "Dark water! (probability)",
+        "Dark water! (candidates)",
     }
+    assert layers["Dark water! (candidates)"]["renderer"] == "RuleRenderer"
     assert all(layer["valid"] for layer in report["project_layers"])
     assert {layer["crs"] for layer in report["project_layers"]} == {"EPSG:32618"}
