@@ -30,6 +30,10 @@ from rrsis_geo.cli.common import (
     user_warnings,
 )
 from rrsis_geo.cli.data import data_app
+from rrsis_geo.geo.formats import RASTER, VECTOR, suffixes
+
+RASTER_HELP = " ".join(suffixes(RASTER))
+VECTOR_HELP = " ".join(suffixes(VECTOR))
 
 app = typer.Typer(
     name="rrsis",
@@ -38,6 +42,13 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+class Strategy(str, Enum):
+    """How a sentence is answered (kept in step with ``pipeline.STRATEGIES`` by a test)."""
+
+    scene = "scene"
+    tile = "tile"
 
 
 class ProgressFormat(str, Enum):
@@ -102,8 +113,8 @@ def segment(
         typer.Option(
             "--output",
             "-o",
-            help="Output file; repeat for several. .tif writes a "
-            "probability COG; .gpkg .geojson .fgb .parquet .shp write polygons. "
+            help=f"Output file; repeat for several. {RASTER_HELP} writes the referent's "
+            f"probability COG; {VECTOR_HELP} write its polygons (rrsis formats lists them). "
             "Default: INPUT.<expression>.tif and .gpkg next to the input.",
             show_default=False,
         ),
@@ -190,6 +201,25 @@ def segment(
     min_area: Annotated[
         float, typer.Option(help="Drop polygons under this area in m².", min=0)
     ] = 0.0,
+    strategy: Annotated[
+        Strategy,
+        typer.Option(
+            help="scene: words such as largest, northernmost, second from the left, at the top "
+            "right, closest to the pier are answered over the whole scene; tile: every tile "
+            "answers the whole sentence (the per-tile behaviour, for comparison)."
+        ),
+    ] = Strategy.scene,
+    candidates: Annotated[
+        Path | None,
+        typer.Option(
+            help=f"Also write every candidate ({VECTOR_HELP}) with its rank, score, presence, "
+            "area, the measure the sentence ranked by, and why it was or was not chosen.",
+            show_default=False,
+        ),
+    ] = None,
+    explain: Annotated[
+        bool, typer.Option("--explain", help="Print how the sentence was read (on stderr).")
+    ] = False,
     overwrite: OverwriteOption = False,
     json_output: JsonOption = False,
     quiet: QuietOption = False,
@@ -197,7 +227,12 @@ def segment(
         ProgressFormat, typer.Option(help="Progress on stderr: a bar, JSON lines, or none.")
     ] = ProgressFormat.bar,
 ) -> None:
-    """Segment the object an expression refers to, as a georeferenced raster and polygons."""
+    """Segment the object an expression refers to, as a georeferenced raster and polygons.
+
+    A sentence about the whole scene ("the largest storage tank", "the northernmost ship", "the
+    second tennis court from the left") is answered over the whole scene: every instance of
+    the description is found, and the one the words ask for is the referent.
+    """
     if binary and float32:
         fail("--binary and --float32 exclude each other")
     if model is None:
@@ -211,6 +246,11 @@ def segment(
                 "folder, a hub repo id, or python:PACKAGE.MODULE:FACTORY"
             )
         model = str(shipped)
+    if explain:
+        from rrsis_geo.inference.sentence import parse_sentence
+
+        for line in parse_sentence(" ".join(expression.split()) or " ").explain().splitlines():
+            typer.echo(f"rrsis: reading: {line}", err=True)
     with command_errors("no output written"), user_warnings(quiet):
         summary = _run_segment(
             input,
@@ -232,12 +272,28 @@ def segment(
             min_area,
             overwrite,
             ProgressFormat.none if quiet else progress,
+            strategy.value,
+            candidates,
         )
     if json_output:
         typer.echo(json.dumps(summary))
     elif not quiet:
+        typer.echo(f"rrsis: {_choice_line(summary)}", err=True)
         outputs = ", ".join(summary["outputs"])
         typer.echo(f"rrsis: wrote {outputs}", err=True)
+
+
+def _choice_line(summary: dict[str, Any]) -> str:
+    """One line on what was chosen, for people (``--json`` has the whole choice)."""
+    choice = summary["choice"]
+    reading = summary["reading"]
+    target = reading.get("description") or summary["expression"]
+    matched = f"{choice['matches']} candidate(s) matched {target!r}"
+    if not summary["referent_found"]:
+        return f"no referent found ({choice['note'] or matched})"
+    ranks = ", ".join(str(rank) for rank in choice["chosen"])
+    by = "its own choice" if choice["measure"] == "score" else f"{choice['measure']}"
+    return f"{matched}; chose rank {ranks} by {by} ({summary['strategy']} strategy)"
 
 
 def _run_segment(
@@ -260,6 +316,8 @@ def _run_segment(
     min_area: float,
     overwrite: bool,
     progress: ProgressFormat,
+    strategy: str = "scene",
+    candidates: Path | None = None,
 ) -> dict[str, Any]:
     from rrsis_geo.errors import InputError
     from rrsis_geo.geo.reading import parse_bands
@@ -283,6 +341,8 @@ def _run_segment(
         raster_kind=raster_kind,
         vector=VectorOptions(sieve, simplify, min_area),
         overwrite=overwrite,
+        strategy=strategy,
+        candidates=candidates,
     )
     loaded = load_model(model_spec, device)
     if progress is ProgressFormat.json:

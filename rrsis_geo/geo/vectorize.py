@@ -8,16 +8,17 @@ sieve in vector form), then each polygon is scored from the probability raster u
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import math
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import rasterio
 import rasterio.features
 from rasterio.crs import CRS
-from rasterio.windows import Window, from_bounds
+from rasterio.windows import Window
 from shapely.geometry import Polygon, shape
 
 from rrsis_geo.errors import OutputError
@@ -121,8 +122,7 @@ def _drop_small_holes(polygon: Polygon, min_area: float) -> Polygon:
 
 
 def _scores(dataset: Any, geometry: Polygon) -> tuple[float, float]:
-    window = from_bounds(*geometry.bounds, transform=dataset.transform)
-    window = window.round_offsets(op="floor").round_lengths(op="ceil")
+    window = pixel_window(geometry, dataset.transform)
     window = window.intersection(Window(0, 0, dataset.width, dataset.height))
     values = dataset.read(1, window=window)
     inside = rasterio.features.geometry_mask(
@@ -136,6 +136,20 @@ def _scores(dataset: Any, geometry: Polygon) -> tuple[float, float]:
         return 0.0, 0.0
     top = float(picked.max())
     return min(float(picked.mean()), top), top
+
+
+def pixel_window(geometry: Any, transform: Any) -> Window:
+    """The pixel window around a map geometry, for any geotransform (rotated or south-up too).
+
+    rasterio's ``from_bounds`` assumes a north-up grid; the corners of the geometry's bounds
+    are mapped through the inverse transform instead.
+    """
+    inverse = ~transform
+    minx, miny, maxx, maxy = geometry.bounds
+    corners = [inverse * xy for xy in ((minx, miny), (minx, maxy), (maxx, miny), (maxx, maxy))]
+    cols, rows = zip(*corners, strict=True)
+    col0, row0 = math.floor(min(cols)), math.floor(min(rows))
+    return Window(col0, row0, math.ceil(max(cols)) - col0, math.ceil(max(rows)) - row0)
 
 
 def areas_m2(geometries: list[Polygon], crs: CRS | None) -> list[float]:
@@ -157,12 +171,22 @@ def areas_m2(geometries: list[Polygon], crs: CRS | None) -> list[float]:
     return [float(a) * factor * factor for a in series.area]
 
 
+class ScoredPolygon(Protocol):
+    """What :func:`write_polygons` writes: a polygon with its scores and area."""
+
+    geometry: Polygon
+    score_mean: float
+    score_max: float
+    area_m2: float
+
+
 def write_polygons(
-    candidates: list[Candidate],
+    candidates: Sequence[ScoredPolygon],
     crs: CRS | None,
     path: Path,
     attributes: dict[str, Any],
     layer_name: str = "referents",
+    columns: dict[str, Sequence[Any]] | None = None,
 ) -> None:
     """Write candidates with their attributes to a vector file (format from the extension).
 
@@ -171,7 +195,8 @@ def write_polygons(
 
     GeoJSON is written in EPSG:4326 as RFC 7946 requires; other formats keep the raster's CRS.
     Columns: ``rank`` (1 = highest mean score), ``score_mean``, ``score_max``, ``area_m2``,
-    then ``attributes`` (expression, model, threshold...).
+    then ``columns`` (one value per polygon, e.g. ``chosen`` and ``reason`` of a candidate
+    layer), then ``attributes`` (the same for every polygon: expression, model, threshold...).
     """
     import geopandas as gpd
     import pyogrio
@@ -180,16 +205,17 @@ def write_polygons(
     driver = VECTOR_DRIVERS.get(suffix)
     if driver is None:
         raise OutputError(f"unsupported vector format {path.suffix!r}")
-    columns: dict[str, Any] = {
+    table: dict[str, Any] = {
         "rank": np.arange(1, len(candidates) + 1, dtype=np.int32),
         "score_mean": np.array([c.score_mean for c in candidates], dtype=np.float64),
         "score_max": np.array([c.score_max for c in candidates], dtype=np.float64),
         "area_m2": np.array([c.area_m2 for c in candidates], dtype=np.float64),
     }
+    table.update(columns or {})
     for key, value in attributes.items():
-        columns[key] = [value] * len(candidates)
+        table[key] = [value] * len(candidates)
     frame = gpd.GeoDataFrame(
-        columns, geometry=[c.geometry for c in candidates], crs=crs.to_wkt() if crs else None
+        table, geometry=[c.geometry for c in candidates], crs=crs.to_wkt() if crs else None
     )
     if driver == "GeoJSON" and crs is not None:
         frame = frame.to_crs("EPSG:4326")

@@ -30,6 +30,7 @@ __all__ = [
     "TiledRasterWriter",
     "atomic_output",
     "check_output_path",
+    "keep_under",
     "temporary_sibling",
     "write_cog",
 ]
@@ -230,3 +231,41 @@ def write_cog(source: Path, target: Path, encoding: RasterEncoding) -> None:
             NUM_THREADS="ALL_CPUS",
             BIGTIFF="IF_SAFER",
         )
+
+
+def keep_under(
+    source: Path,
+    target: Path,
+    geometries: list[Any],
+    encoding: RasterEncoding,
+    buffer_pixels: float = 1.5,
+) -> None:
+    """Copy a single-band work raster, keeping only the pixels under ``geometries``.
+
+    Valid pixels elsewhere become 0 (no object); nodata stays nodata. The geometries (in the
+    raster's CRS) are grown by ``buffer_pixels`` so that a simplified outline keeps the edge
+    pixels of its object. Block by block: memory follows one block row.
+    """
+    import rasterio.features
+    from rasterio.windows import transform as window_transform
+
+    with rasterio.open(source) as src:
+        size = abs(src.transform.a) or 1.0
+        shapes = [g.buffer(buffer_pixels * size) for g in geometries]
+        profile = src.profile
+        tags = src.tags()
+        with rasterio.open(target, "w", **profile) as dst:
+            dst.scales, dst.offsets = src.scales, src.offsets
+            dst.update_tags(**tags)
+            for _, window in src.block_windows(1):
+                values = src.read(1, window=window)
+                inside = np.zeros(values.shape, bool)
+                if shapes:
+                    inside = rasterio.features.geometry_mask(
+                        shapes, values.shape, window_transform(window, src.transform), invert=True
+                    )
+                nodata = (
+                    np.isnan(values) if encoding.kind == "float32" else values == encoding.nodata
+                )
+                values = np.where(inside | nodata, values, 0).astype(values.dtype)
+                dst.write(values, 1, window=window)

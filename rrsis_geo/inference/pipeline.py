@@ -1,9 +1,18 @@
-"""The scene pipeline: raster -> tiles -> model -> stitched probabilities -> raster / polygons.
+"""The scene pipeline, as stages: plan -> tiles -> model -> stitched map -> regions -> referent.
 
-:func:`predict_scene` is the one tiling loop of the project: it reads block-aligned strips,
-normalizes tiles with the scene's statistics, batches them through the model and streams the
-blended rows to a sink. :func:`segment` wraps it with output handling: work files beside the
-targets, a COG and/or polygons at the end, provenance sidecars, and nothing left behind on error.
+- :func:`plan_run`: options, outputs and the sentence's reading checked and decided before
+  anything is read (one :class:`RunPlan`).
+- :func:`predict_scene`: the one tiling loop of the project; it reads block-aligned strips,
+  normalizes tiles with the scene's statistics, batches them through the model and streams the
+  blended rows to a sink.
+- :class:`PassRunner`: one pass of a sentence = :func:`predict_scene` into work rasters, then
+  the stitched map's regions (:func:`~rrsis_geo.inference.regions.find_regions`).
+- a referring strategy (:data:`~rrsis_geo.inference.referring.STRATEGY_FUNCTIONS`) asks for
+  the passes it needs and chooses the referent among the regions.
+- :func:`write_outputs`: the writers, by suffix, all renamed together when complete.
+
+:func:`segment` is their composition for one sentence and its outputs;
+:func:`refer_sentences` answers many sentences about one scene, sharing passes, writing nothing.
 """
 
 from __future__ import annotations
@@ -13,6 +22,7 @@ import json
 import os
 import platform
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -25,6 +35,7 @@ import rasterio
 
 import rrsis_geo
 from rrsis_geo.errors import InputError, OutputError
+from rrsis_geo.geo.formats import RASTER, VECTOR, output_format
 from rrsis_geo.geo.normalization import (
     NormalizationSpec,
     SceneStatistics,
@@ -33,29 +44,39 @@ from rrsis_geo.geo.normalization import (
 from rrsis_geo.geo.reading import OpenedScene, StripReader, has_nodata, open_scene
 from rrsis_geo.geo.stitching import RowSink, StreamingStitcher
 from rrsis_geo.geo.tiling import Tile, TileGrid
-from rrsis_geo.geo.vectorize import VECTOR_DRIVERS, VectorOptions, polygonize, write_polygons
+from rrsis_geo.geo.vectorize import VectorOptions, write_polygons
 from rrsis_geo.geo.writers import (
     WORK_BLOCK,
     RasterEncoding,
     TiledRasterWriter,
     atomic_output,
     check_output_path,
+    keep_under,
     temporary_sibling,
     write_cog,
 )
-from rrsis_geo.inference.model import SegmentationModel, as_prediction
+from rrsis_geo.inference.model import ModelMetadata, SegmentationModel, as_prediction
+from rrsis_geo.inference.referring import STRATEGY_FUNCTIONS, Answer
+from rrsis_geo.inference.regions import PresenceMap, Region, SceneFrame, find_regions
+from rrsis_geo.inference.sentence import SceneQuery, parse_sentence
 
 __all__ = [
-    "RASTER_SUFFIXES",
+    "STRATEGIES",
+    "PassRunner",
+    "RunPlan",
+    "ScenePass",
     "SegmentOptions",
     "SegmentResult",
     "TileCounts",
     "default_output_paths",
+    "plan_run",
     "predict_scene",
+    "refer_sentences",
+    "scene_grid",
     "segment",
+    "write_outputs",
 ]
 
-RASTER_SUFFIXES = (".tif", ".tiff")
 GDAL_CACHE_BYTES = 64 * 1024 * 1024
 ProgressCallback = Callable[[int, int], None]
 """Called with ``(tiles done, tiles in the grid)`` as tiles complete."""
@@ -92,6 +113,7 @@ def predict_scene(
     batch_size: int = 8,
     progress: ProgressCallback | None = None,
     block_rows: int = WORK_BLOCK,
+    presence: PresenceMap | None = None,
 ) -> TileCounts:
     """Predict every tile of a scene and stream the blended probabilities to ``sink``.
 
@@ -105,6 +127,7 @@ def predict_scene(
         batch_size: Tiles per model call.
         progress: Optional progress callback.
         block_rows: Rows are emitted in multiples of this (the writers' block height).
+        presence: Receives each tile's presence score, when the model gives one.
 
     Returns:
         Counts and timings of the loop.
@@ -134,6 +157,9 @@ def predict_scene(
             if prediction.presence is not None and prediction.presence.size:
                 top = float(np.max(prediction.presence))
                 counts.presence_max = max(top, counts.presence_max or top)
+                if presence is not None:
+                    for (tile, _), score in zip(pending, prediction.presence, strict=True):
+                        presence.record(tile.row, tile.col, float(score))
             for index, (tile, valid) in enumerate(pending):
                 stitcher.add(tile, probabilities[index], valid)
             counts.predicted += len(predicted)
@@ -205,6 +231,11 @@ class _BackgroundSink:
             self._pool.shutdown(wait=True)
 
 
+STRATEGIES = ("scene", "tile")
+"""``scene``: the sentence is answered over the whole scene (regions ranked by what it asks);
+``tile``: the model's per-tile answer to the whole sentence, every region written (as before)."""
+
+
 @dataclass
 class SegmentOptions:
     """Options of :func:`segment`; None means "what the model declares".
@@ -221,6 +252,9 @@ class SegmentOptions:
         raster_kind: ``"probability"``, ``"binary"`` or ``"float32"`` for raster outputs.
         vector: Polygon clean-up options.
         overwrite: Replace existing outputs.
+        strategy: One of :data:`STRATEGIES`.
+        candidates: A vector file to write every candidate to, ranked, with why it was or was
+            not chosen.
     """
 
     bands: tuple[int, ...] | None = None
@@ -234,6 +268,8 @@ class SegmentOptions:
     raster_kind: str = "probability"
     vector: VectorOptions = field(default_factory=VectorOptions)
     overwrite: bool = False
+    strategy: str = "scene"
+    candidates: Path | None = None
 
 
 @dataclass
@@ -254,6 +290,11 @@ class SegmentResult:
     resampled: bool
     command: list[str]
     versions: dict[str, str]
+    strategy: str = "scene"
+    reading: dict[str, Any] = field(default_factory=dict)
+    choice: dict[str, Any] = field(default_factory=dict)
+    referent_found: bool = True
+    passes: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -261,18 +302,12 @@ class SegmentResult:
 
 
 def output_kind(path: Path) -> str:
-    """``"raster"`` or ``"vector"`` from the extension.
+    """``"raster"`` or ``"vector"`` from the extension (see :data:`OUTPUT_FORMATS`).
 
     Raises:
         OutputError: For any other extension.
     """
-    suffix = path.suffix.lower()
-    if suffix in RASTER_SUFFIXES:
-        return "raster"
-    if suffix in VECTOR_DRIVERS:
-        return "vector"
-    known = ", ".join((*RASTER_SUFFIXES, *VECTOR_DRIVERS))
-    raise OutputError(f"unsupported output format {path.suffix or path.name!r}: use one of {known}")
+    return output_format(path).kind
 
 
 def default_output_paths(input_path: Path, expression: str) -> list[Path]:
@@ -282,6 +317,227 @@ def default_output_paths(input_path: Path, expression: str) -> list[Path]:
     return [
         input_path.with_name(f"{input_path.stem}.{slug}{suffix}") for suffix in (".tif", ".gpkg")
     ]
+
+
+@dataclass
+class RunPlan:
+    """What a run will do, decided from the options and the model before anything is read.
+
+    Attributes:
+        expression: The sentence, whitespace-normalized.
+        query: How the sentence is read.
+        strategy: One of :data:`STRATEGIES`.
+        threshold: Foreground threshold.
+        gsd: Ground resolution to resample to, or None.
+        targets: Outputs, each with its kind (``"raster"`` / ``"vector"``).
+        candidates: The candidate layer, if asked for.
+        options: The options as given.
+    """
+
+    expression: str
+    query: SceneQuery
+    strategy: str
+    threshold: float
+    gsd: float | None
+    targets: dict[Path, str]
+    candidates: Path | None
+    options: SegmentOptions
+
+    def paths(self, kind: str) -> list[Path]:
+        """The targets of one kind."""
+        return [target for target, found in self.targets.items() if found == kind]
+
+
+def plan_run(
+    input_path: Path,
+    expression: str,
+    metadata: ModelMetadata,
+    outputs: Sequence[str | Path],
+    options: SegmentOptions,
+) -> RunPlan:
+    """Check every option and output and decide what will run; reads nothing.
+
+    Raises:
+        InputError: Empty expression, bad threshold, raster kind or strategy.
+        OutputError: Unknown suffix, duplicate, existing or unwritable output.
+    """
+    expression = " ".join(expression.split())
+    if not expression:
+        raise InputError("the expression is empty")
+    threshold = metadata.threshold if options.threshold is None else options.threshold
+    if not 0.0 < threshold < 1.0:
+        raise InputError(f"threshold must be between 0 and 1, got {threshold}")
+    if options.raster_kind not in ("probability", "binary", "float32"):
+        raise InputError(f"unknown raster output kind {options.raster_kind!r}")
+    if options.strategy not in STRATEGIES:
+        raise InputError(
+            f"unknown strategy {options.strategy!r}: use one of {', '.join(STRATEGIES)}"
+        )
+    paths = [Path(p) for p in outputs] or default_output_paths(input_path, expression)
+    targets = {path: output_format(path).kind for path in paths}
+    if options.candidates is not None:
+        output_format(options.candidates, VECTOR)
+    every = [*paths, *([options.candidates] if options.candidates is not None else [])]
+    if len(set(every)) != len(every):
+        raise OutputError("the same output is given twice")
+    for target in every:
+        check_output_path(target, options.overwrite)
+    gsd = metadata.gsd if options.gsd is None else (options.gsd or None)
+    return RunPlan(
+        expression,
+        parse_sentence(expression),
+        options.strategy,
+        threshold,
+        gsd,
+        targets,
+        options.candidates,
+        options,
+    )
+
+
+def scene_grid(dataset: Any, metadata: ModelMetadata, options: SegmentOptions) -> TileGrid:
+    """The tile grid over a scene: the options' sizes, else the model's (as far as they fit).
+
+    Raises:
+        InputError: Sizes that make no grid.
+    """
+    tile_size = options.tile_size or metadata.tile_size
+    # The model's overlap and margin suit its own tile size; a smaller tile chosen by the user
+    # keeps them only as far as they fit.
+    overlap = options.overlap
+    if overlap is None:
+        overlap = min(metadata.overlap, tile_size // 4)
+    margin = options.margin
+    if margin is None:
+        margin = min(metadata.margin, overlap // 2)
+    try:
+        return TileGrid(dataset.height, dataset.width, tile_size, overlap, margin)
+    except ValueError as error:
+        raise InputError(str(error)) from None
+
+
+def scene_statistics(
+    dataset: Any, bands: Sequence[int], metadata: ModelMetadata, options: SegmentOptions
+) -> SceneStatistics:
+    """The scene's normalization: the model's, or a forced percentile stretch."""
+    spec = metadata.normalization
+    if options.percentiles is not None:
+        base = spec or NormalizationSpec()
+        spec = NormalizationSpec(percentiles=options.percentiles, mean=base.mean, std=base.std)
+    return compute_scene_statistics(dataset, bands, spec)
+
+
+@dataclass
+class ScenePass:
+    """One tiling pass of one sentence over the scene, and the regions of its stitched map.
+
+    Attributes:
+        sentence: What the model read.
+        instances: True when the model was asked for every instance (a description pass).
+        work: The stitched work rasters (removed when the run ends).
+        counts: What the tiling loop did.
+        regions: The connected regions, best mean score first.
+        seconds: Wall time of the pass.
+    """
+
+    sentence: str
+    instances: bool
+    work: _WorkRasters
+    counts: TileCounts
+    regions: list[Region]
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary."""
+        return {
+            "sentence": self.sentence,
+            "instances": self.instances,
+            "tiles_predicted": self.counts.predicted,
+            "batches": self.counts.batches,
+            "regions": len(self.regions),
+            "seconds": round(self.seconds, 4),
+        }
+
+
+class PassRunner:
+    """Runs the passes a strategy asks for over one opened scene, each sentence at most once.
+
+    A pass keeps its work rasters until the runner's ``stack`` closes, so that the outputs can
+    be written from the pass the strategy chose.
+
+    Args:
+        scene: The opened scene.
+        model: The model.
+        grid: The tile grid.
+        statistics: The scene's normalization.
+        threshold: Foreground threshold.
+        vector: Polygon clean-up options (regions are polygons).
+        raster_kind: The raster encoding the outputs want, or None when no raster is written.
+        stack: Owns the work rasters.
+        beside: Work rasters are written beside this path.
+        tags: Metadata tags of the work rasters.
+        batch_size: Tiles per model call.
+        progress: Optional progress callback (per pass).
+    """
+
+    def __init__(
+        self,
+        scene: OpenedScene,
+        model: SegmentationModel,
+        grid: TileGrid,
+        statistics: SceneStatistics,
+        threshold: float,
+        vector: VectorOptions,
+        raster_kind: str | None,
+        stack: contextlib.ExitStack,
+        beside: Path,
+        tags: dict[str, str],
+        batch_size: int = 8,
+        progress: ProgressCallback | None = None,
+    ) -> None:
+        self.scene, self.model, self.grid, self.statistics = scene, model, grid, statistics
+        self.threshold, self.vector, self.raster_kind = threshold, vector, raster_kind
+        self.stack, self.beside, self.tags = stack, beside, tags
+        self.batch_size, self.progress = batch_size, progress
+        self.passes: dict[tuple[str, bool], ScenePass] = {}
+        self.encode_seconds = 0.0
+
+    def __call__(self, sentence: str, instances: bool) -> list[Region]:
+        """The regions of ``sentence``; ``instances`` asks the model for every instance."""
+        return self.run(sentence, instances).regions
+
+    def run(self, sentence: str, instances: bool) -> ScenePass:
+        """The pass of ``sentence`` (run now, or the one already run)."""
+        key = (sentence, instances)
+        if key in self.passes:
+            return self.passes[key]
+        started = time.perf_counter()
+        encode = getattr(self.model, "encode_description", None) if instances else None
+        encoded = (encode or self.model.encode_expression)(sentence)
+        self.encode_seconds += time.perf_counter() - started
+        work = self.stack.enter_context(
+            _work_rasters(
+                self.beside, self.scene.dataset, self.raster_kind, True, self.threshold, self.tags
+            )
+        )
+        presence = PresenceMap(self.grid)
+        counts = predict_scene(
+            self.scene,
+            self.model,
+            encoded,
+            self.grid,
+            self.statistics,
+            work.write_rows,
+            self.batch_size,
+            self.progress,
+            presence=presence,
+        )
+        work.close()
+        recorded = presence if counts.presence_max is not None else None
+        regions = find_regions(work.paths["binary"], work.probability_path, self.vector, recorded)
+        done = ScenePass(sentence, instances, work, counts, regions, time.perf_counter() - started)
+        self.passes[key] = done
+        return done
 
 
 def segment(
@@ -295,13 +551,18 @@ def segment(
 ) -> SegmentResult:
     """Segment the object an expression refers to in a raster and write the outputs.
 
+    The stages, in the order data flows: :func:`plan_run` (options and outputs checked, the
+    sentence read), the scene opened with its grid and statistics, the strategy's passes
+    (:class:`PassRunner`: tiles -> model -> stitched map -> regions), the referent chosen
+    (:mod:`~rrsis_geo.inference.referring`), and the writers (:func:`write_outputs`).
+
     Args:
         input_path: Any raster GDAL reads.
         expression: The referring expression.
         model: A loaded model.
-        outputs: Files to write: ``.tif`` (COG) and/or vector files (``.gpkg``, ``.geojson``,
-            ``.fgb``, ``.parquet``, ``.shp``). Default: :func:`default_output_paths`.
-        options: Tiling, threshold and output options.
+        outputs: Files to write, by suffix (:data:`~rrsis_geo.geo.formats.OUTPUT_FORMATS`):
+            ``.tif`` (COG) and/or vector files. Default: :func:`default_output_paths`.
+        options: Strategy, tiling, threshold and output options.
         progress: Optional progress callback.
         command: The command line to record in the sidecar.
 
@@ -313,162 +574,220 @@ def segment(
         OutputError: Outputs that exist or cannot be written.
     """
     started = time.perf_counter()
-    options = options or SegmentOptions()
     input_path = Path(input_path)
-    expression = " ".join(expression.split())
-    if not expression:
-        raise InputError("the expression is empty")
+    options = options or SegmentOptions()
     metadata = model.metadata
-    threshold = metadata.threshold if options.threshold is None else options.threshold
-    if not 0.0 < threshold < 1.0:
-        raise InputError(f"threshold must be between 0 and 1, got {threshold}")
-    if options.raster_kind not in ("probability", "binary", "float32"):
-        raise InputError(f"unknown raster output kind {options.raster_kind!r}")
-    targets = [Path(p) for p in outputs] or default_output_paths(input_path, expression)
-    kinds = {target: output_kind(target) for target in targets}
-    if len(set(targets)) != len(targets):
-        raise OutputError("the same output is given twice")
-    for target in targets:
-        check_output_path(target, options.overwrite)
-
+    plan = plan_run(input_path, expression, metadata, outputs, options)
     timings: dict[str, float] = {}
-    gsd = metadata.gsd if options.gsd is None else (options.gsd or None)
+    tags = {
+        "RRSIS_EXPRESSION": plan.expression,
+        "RRSIS_MODEL": metadata.name,
+        "RRSIS_THRESHOLD": f"{plan.threshold:g}",
+        "RRSIS_VERSION": rrsis_geo.__version__,
+    }
     # GDAL's block cache defaults to 5% of RAM and fills with written blocks; the pipeline reads
     # and writes whole block rows once each, so a small cache loses nothing and bounds memory.
-    with rasterio.Env(**_gdal_config()):
-        with open_scene(input_path, options.bands, metadata.in_channels, gsd) as scene:
-            dataset = scene.dataset
-            tile_size = options.tile_size or metadata.tile_size
-            # The model's overlap and margin suit its own tile size; a smaller tile chosen by the
-            # user keeps them only as far as they fit.
-            overlap = options.overlap
-            if overlap is None:
-                overlap = min(metadata.overlap, tile_size // 4)
-            margin = options.margin
-            if margin is None:
-                margin = min(metadata.margin, overlap // 2)
-            try:
-                grid = TileGrid(dataset.height, dataset.width, tile_size, overlap, margin)
-            except ValueError as error:
-                raise InputError(str(error)) from None
-            spec = metadata.normalization
-            if options.percentiles is not None:
-                base = spec or NormalizationSpec()
-                spec = NormalizationSpec(
-                    percentiles=options.percentiles, mean=base.mean, std=base.std
-                )
-            step = time.perf_counter()
-            statistics = compute_scene_statistics(dataset, scene.bands, spec)
-            timings["statistics"] = time.perf_counter() - step
-
-            step = time.perf_counter()
-            encoded = model.encode_expression(expression)
-            timings["encode_expression"] = time.perf_counter() - step
-
-            tags = {
-                "RRSIS_EXPRESSION": expression,
-                "RRSIS_MODEL": metadata.name,
-                "RRSIS_THRESHOLD": f"{threshold:g}",
-                "RRSIS_VERSION": rrsis_geo.__version__,
-            }
-            raster_targets = [t for t in targets if kinds[t] == "raster"]
-            vector_targets = [t for t in targets if kinds[t] == "vector"]
-            with _work_rasters(
-                targets[0],
-                dataset,
-                options.raster_kind if raster_targets else None,
-                bool(vector_targets),
-                threshold,
-                tags,
-            ) as work:
-                step = time.perf_counter()
-                counts = predict_scene(
-                    scene,
-                    model,
-                    encoded,
-                    grid,
-                    statistics,
-                    work.write_rows,
-                    options.batch_size,
-                    progress,
-                )
-                work.close()
-                timings["tiles"] = time.perf_counter() - step
-                timings["model"] = counts.model_seconds
-
-                # Every output is finished under a temporary name first and all are renamed
-                # together at the end: a failure anywhere leaves none of them behind.
-                with contextlib.ExitStack() as commit:
-                    temporaries = {
-                        target: commit.enter_context(atomic_output(target, options.overwrite))
-                        for target in targets
-                    }
-                    step = time.perf_counter()
-                    for target in raster_targets:
-                        write_cog(
-                            work.paths[options.raster_kind],
-                            temporaries[target],
-                            work.encodings[options.raster_kind],
-                        )
-                    timings["cog"] = time.perf_counter() - step
-                    polygons = None
-                    if vector_targets:
-                        step = time.perf_counter()
-                        candidates = polygonize(
-                            work.paths["binary"], work.probability_path, options.vector
-                        )
-                        attributes = {
-                            "expression": expression,
-                            "model": metadata.name,
-                            "threshold": threshold,
-                        }
-                        for target in vector_targets:
-                            write_polygons(
-                                candidates,
-                                dataset.crs,
-                                temporaries[target],
-                                attributes,
-                                layer_name=target.stem,
-                            )
-                        polygons = len(candidates)
-                        timings["vectorize"] = time.perf_counter() - step
-            crs_grid = {
-                "height": grid.height,
-                "width": grid.width,
-                "tile_size": grid.tile_size,
-                "overlap": grid.overlap,
-                "margin": grid.margin,
-            }
-            resampled = scene.resampled
-            bands = list(scene.bands)
+    with (
+        rasterio.Env(**_gdal_config()),
+        open_scene(input_path, options.bands, metadata.in_channels, plan.gsd) as scene,
+        contextlib.ExitStack() as stack,
+    ):
+        dataset = scene.dataset
+        grid = scene_grid(dataset, metadata, options)
+        step = time.perf_counter()
+        statistics = scene_statistics(dataset, scene.bands, metadata, options)
+        timings["statistics"] = time.perf_counter() - step
+        raster_kind = options.raster_kind if plan.paths(RASTER) else None
+        runner = PassRunner(
+            scene, model, grid, statistics, plan.threshold, options.vector, raster_kind,
+            stack, next(iter(plan.targets)), tags, options.batch_size, progress,
+        )  # fmt: skip
+        step = time.perf_counter()
+        answer = STRATEGY_FUNCTIONS[plan.strategy](
+            plan.query, runner, SceneFrame.from_dataset(dataset)
+        )
+        timings["passes"] = time.perf_counter() - step
+        timings["encode_expression"] = runner.encode_seconds
+        chosen_pass = runner.run(answer.sentence, answer.instances)
+        polygons = write_outputs(plan, answer, chosen_pass, dataset, metadata, stack, timings)
+        passes = list(runner.passes.values())
+        bands, resampled = list(scene.bands), scene.resampled
     timings["total"] = time.perf_counter() - started
     result = SegmentResult(
         input=str(input_path),
-        expression=expression,
+        expression=plan.expression,
         model=metadata.name,
-        outputs=[str(t) for t in targets],
-        threshold=threshold,
+        outputs=[str(t) for t in [*plan.targets, *([plan.candidates] if plan.candidates else [])]],
+        threshold=plan.threshold,
         bands=bands,
-        grid=crs_grid,
-        normalization=statistics.to_dict(),
-        tiles={
-            "total": counts.total,
-            "predicted": counts.predicted,
-            "skipped_nodata": counts.skipped_nodata,
-            "batches": counts.batches,
-            "presence_max": counts.presence_max,
+        grid={
+            "height": grid.height,
+            "width": grid.width,
+            "tile_size": grid.tile_size,
+            "overlap": grid.overlap,
+            "margin": grid.margin,
         },
+        normalization=statistics.to_dict(),
+        tiles=_tile_summary(passes),
         polygons=polygons,
         timings={k: round(v, 4) for k, v in timings.items()},
         resampled=resampled,
         command=list(command) if command is not None else list(sys.argv),
         versions=_versions(),
+        strategy=plan.strategy,
+        reading=plan.query.to_dict(),
+        choice=answer.ranking.summary(answer.regions),
+        referent_found=bool(answer.ranking.chosen),
+        passes=[p.to_dict() for p in passes],
     )
-    for target in targets:
-        sidecar = target.with_name(target.name + ".json")
+    for target in result.outputs:
+        sidecar = Path(target).with_name(Path(target).name + ".json")
         with atomic_output(sidecar, overwrite=True) as temporary:
             temporary.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
     return result
+
+
+def _tile_summary(passes: Sequence[ScenePass]) -> dict[str, Any]:
+    presences = [p.counts.presence_max for p in passes if p.counts.presence_max is not None]
+    return {
+        "total": passes[0].counts.total if passes else 0,
+        "predicted": sum(p.counts.predicted for p in passes),
+        "skipped_nodata": passes[0].counts.skipped_nodata if passes else 0,
+        "batches": sum(p.counts.batches for p in passes),
+        "presence_max": max(presences) if presences else None,
+        "passes": len(passes),
+    }
+
+
+def write_outputs(
+    plan: RunPlan,
+    answer: Answer,
+    chosen_pass: ScenePass,
+    dataset: Any,
+    metadata: ModelMetadata,
+    stack: contextlib.ExitStack,
+    timings: dict[str, float],
+) -> int | None:
+    """Write every output of the plan from the chosen pass; all appear together or none.
+
+    Rasters hold the chosen pass's probabilities, restricted to the referents when the
+    strategy ranked regions of a description (the other instances are candidates, not the
+    answer). Vector outputs hold the referents; the candidate layer every region.
+
+    Returns:
+        The number of polygons written to the vector outputs (None: no vector output).
+    """
+    work = chosen_pass.work
+    kind = plan.options.raster_kind
+    attributes = {
+        "expression": plan.expression,
+        "model": metadata.name,
+        "threshold": plan.threshold,
+    }
+    chosen = [answer.regions[i] for i in answer.ranking.chosen]
+    # Every output is finished under a temporary name first and all are renamed together at
+    # the end: a failure anywhere leaves none of them behind.
+    with contextlib.ExitStack() as commit:
+        every = [*plan.targets, *([plan.candidates] if plan.candidates else [])]
+        temporaries = {
+            target: commit.enter_context(atomic_output(target, plan.options.overwrite))
+            for target in every
+        }
+        step = time.perf_counter()
+        if plan.paths(RASTER):
+            source = work.paths[kind]
+            if answer.restrict_raster:
+                source = temporary_sibling(next(iter(plan.targets)), ".tif")
+                stack.callback(_remove, source)
+                keep_under(
+                    work.paths[kind], source, [r.geometry for r in chosen], work.encodings[kind]
+                )
+            for target in plan.paths(RASTER):
+                write_cog(source, temporaries[target], work.encodings[kind])
+        timings["cog"] = time.perf_counter() - step
+        step = time.perf_counter()
+        for target in plan.paths(VECTOR):
+            write_polygons(chosen, dataset.crs, temporaries[target], attributes, target.stem)
+        if plan.candidates is not None:
+            ranking = answer.ranking
+            ordered = [answer.regions[i] for i in ranking.order]
+            columns = {
+                "chosen": [i in ranking.chosen for i in ranking.order],
+                "reason": [ranking.reasons[i] for i in ranking.order],
+                "presence": [_number(answer.regions[i].presence) for i in ranking.order],
+                "measure": [ranking.measure] * len(ordered),
+                "value": [_number(ranking.values[i]) for i in ranking.order],
+            }
+            write_polygons(
+                ordered,
+                dataset.crs,
+                temporaries[plan.candidates],
+                attributes,
+                plan.candidates.stem,
+                columns,
+            )
+        timings["vectorize"] = time.perf_counter() - step
+    return len(chosen) if plan.paths(VECTOR) else None
+
+
+def _number(value: float | None) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def _remove(path: Path) -> None:
+    for leftover in (path, path.with_name(path.name + ".aux.xml")):
+        with contextlib.suppress(FileNotFoundError):
+            leftover.unlink()
+
+
+def refer_sentences(
+    input_path: str | Path,
+    sentences: Sequence[str],
+    model: SegmentationModel,
+    options: SegmentOptions | None = None,
+) -> list[Answer]:
+    """Answer several sentences about one scene, writing nothing.
+
+    The scene is opened and normalized once, and each distinct description (and anchor) is
+    one pass shared by every sentence that needs it: "the largest storage tank" and "the
+    northernmost storage tank" cost one pass of "The storage tank.".
+
+    Args:
+        input_path: Any raster GDAL reads.
+        sentences: The sentences.
+        model: A loaded model.
+        options: Tiling and strategy options (outputs and candidates are ignored).
+
+    Returns:
+        One :class:`~rrsis_geo.inference.referring.Answer` per sentence, in order; its
+        regions are in the raster's CRS (``Answer.crs``).
+    """
+    options = options or SegmentOptions()
+    metadata = model.metadata
+    threshold = metadata.threshold if options.threshold is None else options.threshold
+    gsd = metadata.gsd if options.gsd is None else (options.gsd or None)
+    input_path = Path(input_path)
+    with (
+        rasterio.Env(**_gdal_config()),
+        open_scene(input_path, options.bands, metadata.in_channels, gsd) as scene,
+        contextlib.ExitStack() as stack,
+        tempfile.TemporaryDirectory(prefix="rrsis-refer-") as folder,
+    ):
+        dataset = scene.dataset
+        grid = scene_grid(dataset, metadata, options)
+        statistics = scene_statistics(dataset, scene.bands, metadata, options)
+        runner = PassRunner(
+            scene, model, grid, statistics, threshold, options.vector, None,
+            stack, Path(folder) / "work.tif", {}, options.batch_size,
+        )  # fmt: skip
+        frame = SceneFrame.from_dataset(dataset)
+        strategy = STRATEGY_FUNCTIONS[options.strategy]
+        answers = []
+        for sentence in sentences:
+            answer = strategy(parse_sentence(" ".join(sentence.split())), runner, frame)
+            answer.crs = dataset.crs
+            answers.append(answer)
+    return answers
 
 
 class _WorkRasters:

@@ -8,6 +8,7 @@ runs like any other model: the expression is tokenized and its plain text pass r
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,19 @@ from rrsis_geo.inference.model import ModelMetadata, TilePrediction
 from rrsis_geo.inference.torch_model import resolve_device
 from rrsis_geo.nn.crobim import CroBIM, TextState, file_sha256
 
-__all__ = ["CroBIMPredictor", "tokenize"]
+__all__ = ["CroBIMPredictor", "EveryInstance", "tokenize"]
+
+
+@dataclass(frozen=True)
+class EveryInstance:
+    """A description encoded so that :meth:`CroBIMPredictor.predict` marks every instance.
+
+    With object selection, CroBIM keeps one object per tile and fades the others: right for a
+    chip, wrong for a tile of a scene, where the referent may be in another tile. The scene
+    strategy reads the mask before selection instead and chooses over the whole scene.
+    """
+
+    text: TextState
 
 
 def tokenize(
@@ -56,6 +69,7 @@ class CroBIMPredictor:
         self.tokenizer = tokenizer
         self.metadata: ModelMetadata = model.config.metadata(sha256)
         self.expressions_encoded = 0
+        self.tiles_predicted = 0
 
     @classmethod
     def from_pretrained(
@@ -78,8 +92,18 @@ class CroBIMPredictor:
         with torch.inference_mode():
             return self.model.encode_text(input_ids, mask)
 
-    def predict(self, tiles: np.ndarray, encoded: TextState) -> TilePrediction:
-        """Probabilities ``(B, H, W)`` and presence ``(B,)`` for normalized tiles."""
+    def encode_description(self, description: str) -> EveryInstance:
+        """Encode a target description ("The white storage tank.") to find every instance."""
+        return EveryInstance(self.encode_expression(description))
+
+    def predict(self, tiles: np.ndarray, encoded: TextState | EveryInstance) -> TilePrediction:
+        """Probabilities ``(B, H, W)`` and presence ``(B,)`` for normalized tiles.
+
+        With an :class:`EveryInstance` the probabilities are the mask before object selection.
+        """
+        every = isinstance(encoded, EveryInstance)
+        text = encoded.text if isinstance(encoded, EveryInstance) else encoded
+        self.tiles_predicted += len(tiles)
         batch = torch.from_numpy(np.ascontiguousarray(tiles)).to(self.device)
         batch = batch.contiguous(memory_format=torch.channels_last)
         size = self.model.config.input_size
@@ -90,8 +114,9 @@ class CroBIMPredictor:
             torch.inference_mode(),
             torch.autocast(self.device.type, enabled=self.device.type == "cuda"),
         ):
-            output = self.model(batch, text=encoded)
-        logits = output.mask_logits.float().unsqueeze(1)
+            output = self.model(batch, text=text)
+        chosen = output.unselected_logits if every else None
+        logits = (output.mask_logits if chosen is None else chosen).float().unsqueeze(1)
         if (height, width) != (size, size):
             logits = F.interpolate(
                 logits, size=(height, width), mode="bilinear", align_corners=False

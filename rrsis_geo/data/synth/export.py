@@ -16,6 +16,8 @@ A scene is a tiled GeoTIFF in a projected CRS with its ground truth beside it::
     NAME.labels.tif          uint16 object id per pixel (0: no object)
     NAME.objects.gpkg        one polygon per object: id, category, colour, length, angle, area
     NAME.expressions.json    expressions with the id of their referent (0: negative)
+    NAME.scene_expressions.json  scene-level sentences (size, extreme, order, region, relation)
+                             about one category, with their referents (the scene test)
 
 Every file of a call is written under a temporary name and renamed when all are complete.
 """
@@ -34,6 +36,7 @@ import numpy as np
 from PIL import Image
 
 from rrsis_geo.data.synth.expressions import Expression, make_expressions
+from rrsis_geo.data.synth.scene_expressions import make_scene_expressions
 from rrsis_geo.data.synth.world import GSD, World, render_world
 from rrsis_geo.errors import InputError, OutputError
 
@@ -200,6 +203,7 @@ def scene_paths(path: str | Path) -> dict[str, Path]:
         "labels": stem.with_name(stem.name + ".labels.tif"),
         "objects": stem.with_name(stem.name + ".objects.gpkg"),
         "expressions": stem.with_name(stem.name + ".expressions.json"),
+        "scene_expressions": stem.with_name(stem.name + ".scene_expressions.json"),
     }
 
 
@@ -244,6 +248,8 @@ def write_scene(
     if world is None:
         world = render_world(rng, size, size)
     expressions = make_expressions(rng, world, per_kind=per_kind, negatives=1.0)
+    # Their own generator, so that the other files keep the bytes they had before.
+    scene_expressions = make_scene_expressions(np.random.default_rng([seed, 1]), world)
     height, width = world.labels.shape
     transform = from_origin(*SCENE_ORIGIN, GSD, GSD)
     paths = scene_paths(path)
@@ -288,6 +294,9 @@ def write_scene(
             frame.to_file(staged["objects"], driver="GPKG", layer="objects", engine="pyogrio")
         staged["expressions"].write_text(
             json.dumps([asdict(e) for e in expressions], indent=1) + "\n"
+        )
+        staged["scene_expressions"].write_text(
+            json.dumps([e.to_dict() for e in scene_expressions], indent=1) + "\n"
         )
     return paths
 

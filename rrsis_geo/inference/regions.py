@@ -1,0 +1,203 @@
+"""Regions: the connected parts of a stitched probability map, as candidates in map coordinates.
+
+The stitched map is one raster over the whole scene, so an object that a tile seam cut in two
+is one connected part of it and becomes one region: regions are found once, after stitching,
+never per tile. Each region keeps its polygon in the raster's CRS, its scores, its area in m²
+and the highest presence score of the tiles whose cores it touches (what rejects a tile that
+does not hold the target).
+
+:class:`SceneFrame` is the metric, north-up frame in which the referring strategies compare
+regions: the raster's own CRS when it is projected (whatever the geotransform's rotation, map
+coordinates are north up), a local UTM zone when it is geographic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rasterio.crs import CRS
+from shapely.geometry import Polygon, box
+from shapely.geometry.base import BaseGeometry
+
+from rrsis_geo.geo.tiling import TileGrid
+from rrsis_geo.geo.vectorize import VectorOptions, polygonize
+
+__all__ = ["PresenceMap", "Region", "SceneFrame", "find_regions"]
+
+
+@dataclass
+class Region:
+    """One candidate: a connected part of the thresholded map.
+
+    Attributes:
+        geometry: Polygon in the raster's CRS.
+        score_mean: Mean probability under the polygon.
+        score_max: Highest probability under the polygon.
+        area_m2: Area in square metres.
+        presence: Highest presence score of the tiles under the region; None when the model
+            gives no presence.
+    """
+
+    geometry: Polygon
+    score_mean: float
+    score_max: float
+    area_m2: float
+    presence: float | None = None
+
+    @property
+    def centroid(self) -> tuple[float, float]:
+        """Centroid ``(x, y)`` in the raster's CRS."""
+        point = self.geometry.centroid
+        return float(point.x), float(point.y)
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """``(minx, miny, maxx, maxy)`` in the raster's CRS."""
+        minx, miny, maxx, maxy = self.geometry.bounds
+        return float(minx), float(miny), float(maxx), float(maxy)
+
+
+class PresenceMap:
+    """The presence score of every tile, read back by where a region lies.
+
+    A tile's score stands for its core: the pixels it alone decides after the margins are
+    discarded, approximated by the grid cell between the midpoints of its overlaps.
+
+    Args:
+        grid: The tile grid of the pass.
+    """
+
+    def __init__(self, grid: TileGrid) -> None:
+        self.grid = grid
+        self.scores = np.full((len(grid.row_starts), len(grid.col_starts)), np.nan, np.float32)
+
+    def record(self, row: int, col: int, presence: float) -> None:
+        """Store one tile's presence score."""
+        self.scores[row, col] = presence
+
+    def _cells(self, starts: list[int], low: float, high: float) -> range:
+        half = self.grid.overlap / 2
+        edges = [start + half for start in starts[1:]]
+        first = int(np.searchsorted(edges, low, side="right"))
+        last = int(np.searchsorted(edges, high, side="right"))
+        return range(first, last + 1)
+
+    def under(self, pixel_bounds: tuple[float, float, float, float]) -> float | None:
+        """Highest score of the tiles whose cores meet ``(x0, y0, x1, y1)`` in pixels."""
+        x0, y0, x1, y1 = pixel_bounds
+        rows = self._cells(self.grid.row_starts, y0, y1)
+        cols = self._cells(self.grid.col_starts, x0, x1)
+        values = self.scores[rows.start : rows.stop, cols.start : cols.stop]
+        if values.size == 0 or np.isnan(values).all():
+            return None
+        return float(np.nanmax(values))
+
+
+def find_regions(
+    mask_path: Path,
+    probability_path: Path,
+    options: VectorOptions,
+    presence: PresenceMap | None = None,
+) -> list[Region]:
+    """The regions of a stitched map, best mean score first.
+
+    Args:
+        mask_path: The stitched binary work raster (1 foreground).
+        probability_path: The stitched probabilities on the same grid.
+        options: Polygon clean-up (sieve, simplification, minimum area).
+        presence: The pass's per-tile presence scores, when the model gives them.
+    """
+    import rasterio
+
+    with rasterio.open(mask_path) as dataset:
+        inverse = ~dataset.transform
+    regions = []
+    for candidate in polygonize(mask_path, probability_path, options):
+        score = None
+        if presence is not None:
+            corners = [inverse * xy for xy in box(*candidate.geometry.bounds).exterior.coords]
+            xs, ys = zip(*corners, strict=True)
+            score = presence.under((min(xs), min(ys), max(xs), max(ys)))
+        regions.append(
+            Region(
+                candidate.geometry,
+                candidate.score_mean,
+                candidate.score_max,
+                candidate.area_m2,
+                score,
+            )
+        )
+    return regions
+
+
+@dataclass
+class SceneFrame:
+    """The scene in a metric, north-up frame: where places, distances and extremes are measured.
+
+    Attributes:
+        crs: The raster's CRS (None: pixel coordinates, treated as metres).
+        metric_crs: The frame's CRS: the raster's when projected, else a local UTM zone.
+        footprint: The raster's footprint polygon in the frame.
+        unit: Metres per unit of a projected ``crs``.
+    """
+
+    crs: CRS | None
+    metric_crs: CRS | None
+    footprint: Polygon
+    unit: float = 1.0
+
+    @classmethod
+    def from_dataset(cls, dataset: Any) -> SceneFrame:
+        """The frame of an open rasterio dataset (any geotransform, any CRS)."""
+        transform = dataset.transform
+        corners = [
+            transform * (x, y)
+            for x, y in (
+                (0, 0),
+                (dataset.width, 0),
+                (dataset.width, dataset.height),
+                (0, dataset.height),
+            )
+        ]
+        return cls.from_footprint(Polygon(corners), dataset.crs)
+
+    @classmethod
+    def from_footprint(cls, footprint: Polygon, crs: CRS | None) -> SceneFrame:
+        """The frame of a footprint given in ``crs``."""
+        if crs is None:
+            return cls(None, None, footprint)
+        if crs.is_geographic:
+            import geopandas as gpd
+
+            series = gpd.GeoSeries([footprint], crs=crs)
+            metric = series.estimate_utm_crs()
+            frame = cls(crs, CRS.from_user_input(metric), footprint)
+            frame.footprint = frame.to_metric([footprint])[0]  # type: ignore[assignment]
+            return frame
+        unit = crs.linear_units_factor[1] if crs.is_projected else 1.0
+        frame = cls(crs, crs, footprint, unit)
+        frame.footprint = frame.to_metric([footprint])[0]  # type: ignore[assignment]
+        return frame
+
+    def to_metric(self, geometries: list[BaseGeometry]) -> list[BaseGeometry]:
+        """Geometries of the raster's CRS in the frame (metres, north up)."""
+        if not geometries or self.crs is None:
+            return list(geometries)
+        import shapely.affinity
+
+        if self.crs.is_geographic:
+            import geopandas as gpd
+
+            return list(gpd.GeoSeries(geometries, crs=self.crs).to_crs(self.metric_crs))
+        if self.unit == 1.0:
+            return list(geometries)
+        return [shapely.affinity.scale(g, self.unit, self.unit, origin=(0, 0)) for g in geometries]
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """``(west, south, east, north)`` of the footprint in the frame."""
+        minx, miny, maxx, maxy = self.footprint.bounds
+        return float(minx), float(miny), float(maxx), float(maxy)
