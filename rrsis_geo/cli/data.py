@@ -228,7 +228,9 @@ def synth_scene(
     """Draw a large georeferenced scene (UTM 33N, tiled GeoTIFF) with its ground truth.
 
     Beside NAME.tif: NAME.labels.tif (object id per pixel), NAME.objects.gpkg (one polygon per
-    object) and NAME.expressions.json (expressions with the id of their referent).
+    object), NAME.expressions.json (expressions with the id of their referent) and
+    NAME.scene_expressions.json (scene-level sentences: size, extreme, order, region, relation,
+    with their referents).
     """
     with command_errors("no partial output left behind"):
         from rrsis_geo.data.synth import write_scene
