@@ -290,7 +290,7 @@ def _choice_line(summary: dict[str, Any]) -> str:
     target = reading.get("description") or summary["expression"]
     matched = f"{choice['matches']} candidate(s) matched {target!r}"
     if not summary["referent_found"]:
-        return f"no referent found ({choice['note'] or matched})"
+        return choice["note"] or f"no referent found ({matched})"
     ranks = ", ".join(str(rank) for rank in choice["chosen"])
     by = "its own choice" if choice["measure"] == "score" else f"{choice['measure']}"
     return f"{matched}; chose rank {ranks} by {by} ({summary['strategy']} strategy)"
