@@ -246,10 +246,10 @@ def segment(
                 "folder, a hub repo id, or python:PACKAGE.MODULE:FACTORY"
             )
         model = str(shipped)
-    if explain:
+    if explain and expression.strip():
         from rrsis_geo.inference.sentence import parse_sentence
 
-        for line in parse_sentence(" ".join(expression.split()) or " ").explain().splitlines():
+        for line in parse_sentence(expression).explain().splitlines():
             typer.echo(f"rrsis: reading: {line}", err=True)
     with command_errors("no output written"), user_warnings(quiet):
         summary = _run_segment(

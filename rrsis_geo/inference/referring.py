@@ -194,6 +194,9 @@ def rank_regions(
 
     order = sorted(range(len(regions)), key=key)
     ranked_matches = [i for i in order if i in matches]
+    if query.count is None and measure == "region":
+        # "all ships on the left side": those in that ninth, not every ship.
+        ranked_matches = [i for i in ranked_matches if not outside[i]]
     start = query.ordinal - 1
     stop = None if query.count is None else start + query.count
     chosen = ranked_matches[start:stop]

@@ -171,3 +171,13 @@ def test_absent_target_writes_no_polygon_and_says_so(tmp_path):
     assert result.choice["note"].startswith("no referent found")
     assert len(gpd.read_file(out)) == 0
     assert json.loads(sidecar_of.read_text())["referent_found"] is False
+
+
+def test_all_in_a_region_keeps_only_that_ninth(tmp_path):
+    raster = write_raster(tmp_path / "s.tif", _north_up_data())
+    out = tmp_path / "left.gpkg"
+    segment(raster, "all bright squares on the left side of the image", brightness(), [out],
+            SegmentOptions(tile_size=128, overlap=32, margin=8))  # fmt: skip
+    frame = gpd.read_file(out)
+    assert len(frame) == 1
+    assert frame.geometry.iloc[0].centroid.distance(_centre("west")) < 1
