@@ -711,7 +711,7 @@ def write_outputs(
         if plan.candidates is not None:
             ranking = answer.ranking
             ordered = [answer.regions[i] for i in ranking.order]
-            columns = {
+            columns: dict[str, Sequence[Any]] = {
                 "chosen": [i in ranking.chosen for i in ranking.order],
                 "reason": [ranking.reasons[i] for i in ranking.order],
                 "presence": [_number(answer.regions[i].presence) for i in ranking.order],

@@ -175,11 +175,11 @@ class SceneFrame:
             series = gpd.GeoSeries([footprint], crs=crs)
             metric = series.estimate_utm_crs()
             frame = cls(crs, CRS.from_user_input(metric), footprint)
-            frame.footprint = frame.to_metric([footprint])[0]  # type: ignore[assignment]
+            frame.footprint = frame.to_metric([footprint])[0]
             return frame
         unit = crs.linear_units_factor[1] if crs.is_projected else 1.0
         frame = cls(crs, crs, footprint, unit)
-        frame.footprint = frame.to_metric([footprint])[0]  # type: ignore[assignment]
+        frame.footprint = frame.to_metric([footprint])[0]
         return frame
 
     def to_metric(self, geometries: list[BaseGeometry]) -> list[BaseGeometry]:

@@ -129,9 +129,9 @@ class SelectorFinishConfig:
         for name, value in counts.items():
             if value < 0:
                 raise InputError(f"selector_finish.{name} must be >= 0, got {value}")
-        for name, value in positive.items():
-            if value <= 0:
-                raise InputError(f"selector_finish.{name} must be > 0, got {value}")
+        for name, number in positive.items():
+            if number <= 0:
+                raise InputError(f"selector_finish.{name} must be > 0, got {number}")
 
 
 @dataclass
