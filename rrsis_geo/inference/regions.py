@@ -23,28 +23,20 @@ from shapely.geometry import Polygon, box
 from shapely.geometry.base import BaseGeometry
 
 from rrsis_geo.geo.tiling import TileGrid
-from rrsis_geo.geo.vectorize import VectorOptions, polygonize
+from rrsis_geo.geo.vectorize import Candidate, VectorOptions, polygonize
 
 __all__ = ["PresenceMap", "Region", "SceneFrame", "find_regions"]
 
 
 @dataclass
-class Region:
-    """One candidate: a connected part of the thresholded map.
+class Region(Candidate):
+    """One candidate: a connected part of the thresholded map, with its tiles' presence.
 
     Attributes:
-        geometry: Polygon in the raster's CRS.
-        score_mean: Mean probability under the polygon.
-        score_max: Highest probability under the polygon.
-        area_m2: Area in square metres.
         presence: Highest presence score of the tiles under the region; None when the model
-            gives no presence.
+            gives no presence. (The polygon, scores and area are :class:`Candidate`'s.)
     """
 
-    geometry: Polygon
-    score_mean: float
-    score_max: float
-    area_m2: float
     presence: float | None = None
 
     @property
