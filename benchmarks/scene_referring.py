@@ -88,10 +88,17 @@ def evaluate_scene(
     for sentence, answer in zip(sentences, answers, strict=True):
         truth = truth_of(objects, sentence["object_ids"])
         score = iou(answer.chosen, truth)
+        same = objects[objects["category"] == sentence["category"]]
         rows.append({
             "scene": path.name, "text": sentence["text"], "kind": sentence["kind"],
             "strategy": "scene", "iou": round(score, 4), "correct": score >= 0.5,
             "candidates": len(answer.regions), "chosen": len(answer.chosen),
+            # Why a wrong answer was wrong: the referent was never a candidate, or a region
+            # that is no object of the category (a false positive) won.
+            "referent_found": any(iou([r.geometry], truth) >= 0.5 for r in answer.regions),
+            "chosen_is_category": any(
+                iou([g], t) >= 0.5 for g in answer.chosen for t in same.geometry
+            ),
         })  # fmt: skip
     print(f"{path.name}: {len(sentences)} sentences, {forwards} forwards, {seconds:.0f} s, "
           f"{sum(r['correct'] for r in rows)} correct", flush=True)  # fmt: skip
