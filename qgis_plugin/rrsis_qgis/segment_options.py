@@ -98,6 +98,27 @@ SEGMENT_OPTIONS: tuple[CliOption, ...] = (
         "answers the whole sentence on its own, as rrsis did before; kept for comparison.",
     ),
     CliOption(
+        "CHECK",
+        "--no-check",
+        CHOICE,
+        "Check candidates against the model's categories",
+        choices=(
+            ("Check (reject a candidate that reads as another category)", ()),
+            ("No check", ("--no-check",)),
+        ),
+        advanced=True,
+        help="Whole scene: before a candidate is chosen, the model is asked which of the "
+        "categories it knows the candidate is; one that reads as another (a red vehicle found "
+        "as a building) is rejected and the next candidate takes its place.",
+    ),
+    CliOption(
+        "VOCABULARY",
+        "--vocabulary",
+        TEXT,
+        "Categories to check against, comma-separated (empty: the model's)",
+        advanced=True,
+    ),
+    CliOption(
         "BANDS",
         "--bands",
         TEXT,

@@ -217,6 +217,23 @@ def segment(
             show_default=False,
         ),
     ] = None,
+    no_check: Annotated[
+        bool,
+        typer.Option(
+            "--no-check",
+            help="Scene strategy: skip the check that asks the model, before a candidate is "
+            "chosen, which of the categories it knows (its vocabulary) the candidate is, and "
+            "rejects it if another (a red vehicle is not the smallest building).",
+        ),
+    ] = False,
+    vocabulary: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated categories to check candidates against instead of the "
+            "model's vocabulary, e.g. 'car,truck,building'.",
+            show_default=False,
+        ),
+    ] = None,
     explain: Annotated[
         bool, typer.Option("--explain", help="Print how the sentence was read (on stderr).")
     ] = False,
@@ -274,6 +291,7 @@ def segment(
             ProgressFormat.none if quiet else progress,
             strategy.value,
             candidates,
+            _vocabulary(not no_check, vocabulary),
         )
     if json_output:
         typer.echo(json.dumps(summary))
@@ -283,12 +301,26 @@ def segment(
         typer.echo(f"rrsis: wrote {outputs}", err=True)
 
 
+def _vocabulary(check: bool, vocabulary: str | None) -> tuple[str, ...] | None:
+    """``SegmentOptions.vocabulary`` from ``--check/--no-check`` and ``--vocabulary``."""
+    if not check:
+        return ()
+    if vocabulary is None:
+        return None
+    categories = tuple(c.strip() for c in vocabulary.split(",") if c.strip())
+    if not categories:
+        fail("--vocabulary names no category")
+    return categories
+
+
 def _choice_line(summary: dict[str, Any]) -> str:
     """One line on what was chosen, for people (``--json`` has the whole choice)."""
     choice = summary["choice"]
     reading = summary["reading"]
     target = reading.get("description") or summary["expression"]
     matched = f"{choice['matches']} candidate(s) matched {target!r}"
+    if choice.get("rejected"):
+        matched += f" ({choice['rejected']} more read as other categories)"
     if not summary["referent_found"]:
         return choice["note"] or f"no referent found ({matched})"
     ranks = ", ".join(str(rank) for rank in choice["chosen"])
@@ -318,6 +350,7 @@ def _run_segment(
     progress: ProgressFormat,
     strategy: str = "scene",
     candidates: Path | None = None,
+    vocabulary: tuple[str, ...] | None = None,
 ) -> dict[str, Any]:
     from rrsis_geo.errors import InputError
     from rrsis_geo.geo.reading import parse_bands
@@ -343,6 +376,7 @@ def _run_segment(
         overwrite=overwrite,
         strategy=strategy,
         candidates=candidates,
+        vocabulary=vocabulary,
     )
     loaded = load_model(model_spec, device)
     if progress is ProgressFormat.json:

@@ -47,6 +47,9 @@ class ModelMetadata:
         gsd: Ground resolution in metres per pixel the model was trained at, or None.
         threshold: Probability at or above which a pixel belongs to the referent.
         sha256: Hash of the weights, when the model has a checkpoint.
+        vocabulary: The object categories the model tells apart; the scene strategy checks
+            candidates against them (empty: no check).
+        extra: Anything else a model declares.
     """
 
     name: str = "unnamed"
@@ -58,6 +61,7 @@ class ModelMetadata:
     gsd: float | None = None
     threshold: float = 0.5
     sha256: str | None = None
+    vocabulary: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
 

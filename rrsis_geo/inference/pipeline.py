@@ -59,6 +59,7 @@ from rrsis_geo.inference.model import ModelMetadata, SegmentationModel, as_predi
 from rrsis_geo.inference.referring import STRATEGY_FUNCTIONS, Answer
 from rrsis_geo.inference.regions import PresenceMap, Region, SceneFrame, find_regions
 from rrsis_geo.inference.sentence import SceneQuery, parse_sentence
+from rrsis_geo.inference.verification import CandidateChecker
 
 __all__ = [
     "STRATEGIES",
@@ -255,6 +256,8 @@ class SegmentOptions:
         strategy: One of :data:`STRATEGIES`.
         candidates: A vector file to write every candidate to, ranked, with why it was or was
             not chosen.
+        vocabulary: The categories the scene strategy checks candidates against; None: the
+            model's (``ModelMetadata.vocabulary``), empty: no check.
     """
 
     bands: tuple[int, ...] | None = None
@@ -270,6 +273,11 @@ class SegmentOptions:
     overwrite: bool = False
     strategy: str = "scene"
     candidates: Path | None = None
+    vocabulary: tuple[str, ...] | None = None
+
+    def vocabulary_of(self, metadata: ModelMetadata) -> tuple[str, ...]:
+        """The categories candidates are checked against with a model of ``metadata``."""
+        return tuple(metadata.vocabulary if self.vocabulary is None else self.vocabulary)
 
 
 @dataclass
@@ -478,6 +486,7 @@ class PassRunner:
         tags: Metadata tags of the work rasters.
         batch_size: Tiles per model call.
         progress: Optional progress callback (per pass).
+        vocabulary: The categories :meth:`check` tells apart (empty: no check).
     """
 
     def __init__(
@@ -494,6 +503,7 @@ class PassRunner:
         tags: dict[str, str],
         batch_size: int = 8,
         progress: ProgressCallback | None = None,
+        vocabulary: Sequence[str] = (),
     ) -> None:
         self.scene, self.model, self.grid, self.statistics = scene, model, grid, statistics
         self.threshold, self.vector, self.raster_kind = threshold, vector, raster_kind
@@ -501,6 +511,14 @@ class PassRunner:
         self.batch_size, self.progress = batch_size, progress
         self.passes: dict[tuple[str, bool], ScenePass] = {}
         self.encode_seconds = 0.0
+        self.checker = CandidateChecker(
+            scene, model, statistics, vocabulary, grid.tile_size, batch_size, threshold
+        )
+
+    def check(self, regions: Sequence[Region], description: str) -> None:
+        """Check regions of ``description`` against the vocabulary (:class:`CandidateChecker`)."""
+        if self.checker.vocabulary:
+            self.checker(regions, description)
 
     def __call__(self, sentence: str, instances: bool) -> list[Region]:
         """The regions of ``sentence``; ``instances`` asks the model for every instance."""
@@ -601,6 +619,7 @@ def segment(
         runner = PassRunner(
             scene, model, grid, statistics, plan.threshold, options.vector, raster_kind,
             stack, next(iter(plan.targets)), tags, options.batch_size, progress,
+            options.vocabulary_of(metadata),
         )  # fmt: skip
         step = time.perf_counter()
         answer = STRATEGY_FUNCTIONS[plan.strategy](
@@ -608,6 +627,7 @@ def segment(
         )
         timings["passes"] = time.perf_counter() - step
         timings["encode_expression"] = runner.encode_seconds
+        timings["check"] = runner.checker.seconds
         chosen_pass = runner.run(answer.sentence, answer.instances)
         polygons = write_outputs(plan, answer, chosen_pass, dataset, metadata, stack, timings)
         passes = list(runner.passes.values())
@@ -628,7 +648,11 @@ def segment(
             "margin": grid.margin,
         },
         normalization=statistics.to_dict(),
-        tiles=_tile_summary(passes),
+        tiles={
+            **_tile_summary(passes),
+            "checked_regions": runner.checker.regions_checked,
+            "check_forwards": runner.checker.forwards,
+        },
         polygons=polygons,
         timings={k: round(v, 4) for k, v in timings.items()},
         resampled=resampled,
@@ -717,6 +741,8 @@ def write_outputs(
                 "presence": [_number(answer.regions[i].presence) for i in ranking.order],
                 "measure": [ranking.measure] * len(ordered),
                 "value": [_number(ranking.values[i]) for i in ranking.order],
+                "reads_as": [_reads_as(answer.regions[i])[0] for i in ranking.order],
+                "reads_as_score": [_reads_as(answer.regions[i])[1] for i in ranking.order],
             }
             write_polygons(
                 ordered,
@@ -732,6 +758,14 @@ def write_outputs(
 
 def _number(value: float | None) -> float:
     return float("nan") if value is None else float(value)
+
+
+def _reads_as(region: Region) -> tuple[str, float]:
+    """The category a checked region reads as and its score; ("", nan) when unchecked."""
+    if region.verdict is None:
+        return "", float("nan")
+    category = region.verdict.reads_as
+    return category, round(region.verdict.scores[category], 4)
 
 
 def _remove(path: Path) -> None:
@@ -778,7 +812,8 @@ def refer_sentences(
         statistics = scene_statistics(dataset, scene.bands, metadata, options)
         runner = PassRunner(
             scene, model, grid, statistics, threshold, options.vector, None,
-            stack, Path(folder) / "work.tif", {}, options.batch_size,
+            stack, Path(folder) / "work.tif", {}, options.batch_size, None,
+            options.vocabulary_of(metadata),
         )  # fmt: skip
         frame = SceneFrame.from_dataset(dataset)
         strategy = STRATEGY_FUNCTIONS[options.strategy]

@@ -9,7 +9,10 @@ the largest of the scene.
 
 Regions whose presence (the model's "the target is in this tile") is below
 :data:`PRESENCE_THRESHOLD` are not matches: they are ranked after every match and never chosen,
-so an absent target gives no referent rather than the least unlikely blob.
+so an absent target gives no referent rather than the least unlikely blob. Regions the check
+of :mod:`~rrsis_geo.inference.verification` rejects (they read as another category of the
+model's vocabulary) are not matches either; the ranking asks for the check of the regions it
+is about to choose, and a rejected one gives its place to the next.
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
+from shapely import STRtree
 from shapely.geometry.base import BaseGeometry
 
 from rrsis_geo.inference.regions import Region, SceneFrame
@@ -29,8 +33,10 @@ __all__ = [
     "PRESENCE_THRESHOLD",
     "STRATEGY_FUNCTIONS",
     "Answer",
+    "CheckRegions",
     "Ranking",
     "RunPass",
+    "ScenePasses",
     "rank_regions",
     "scene_strategy",
     "tile_strategy",
@@ -38,6 +44,9 @@ __all__ = [
 
 PRESENCE_THRESHOLD = 0.5
 """A region whose tiles all say the target is absent below this is not a candidate."""
+
+ANCHOR_INSIDE = 0.5
+"""An anchor region with at least this share of its area inside a target region is part of it."""
 
 MEASURE_UNITS = {
     "area": "m2",
@@ -90,6 +99,7 @@ class Ranking:
             "unit": MEASURE_UNITS[self.measure],
             "candidates": len(self.order),
             "matches": sum(1 for r in self.reasons if not r.startswith("rejected")),
+            "rejected": sum(1 for r in regions if r.verdict and not r.verdict.accepted),
             "chosen": [self.ranks[i] for i in self.chosen],
             "note": self.note,
             "top": [
@@ -101,6 +111,7 @@ class Ranking:
                     "presence": regions[i].presence,
                     "area_m2": round(regions[i].area_m2, 2),
                     "centroid": list(regions[i].centroid),
+                    "reads_as": _reads_as(regions[i]),
                     "reason": self.reasons[i],
                 }
                 for i in self.order[:top]
@@ -108,8 +119,14 @@ class Ranking:
         }
 
 
+def _reads_as(region: Region) -> str | None:
+    verdict = region.verdict
+    return verdict.reads_as if verdict is not None else None
+
+
 def _is_match(region: Region) -> bool:
-    return region.presence is None or region.presence >= PRESENCE_THRESHOLD
+    present = region.presence is None or region.presence >= PRESENCE_THRESHOLD
+    return present and (region.verdict is None or region.verdict.accepted)
 
 
 def _ninth_centre(frame: SceneFrame, cell: tuple[int, int]) -> tuple[float, float]:
@@ -151,29 +168,107 @@ def _measure_values(
     return [r.score_mean for r in regions]
 
 
+CheckRegions = Callable[[Sequence[Region], str], None]
+"""Gives regions their :class:`~rrsis_geo.inference.regions.Verdict`:
+``check(regions, description)`` (see :class:`~rrsis_geo.inference.verification.CandidateChecker`).
+"""
+
+
 def rank_regions(
     query: SceneQuery,
     regions: Sequence[Region],
     frame: SceneFrame,
     anchors: Sequence[Region] | None = None,
+    check: CheckRegions | None = None,
 ) -> Ranking:
     """Rank the regions of a scene by what the sentence asks and choose its referent(s).
+
+    With ``check``, the referents (and for relations the anchor nearest each) are checked
+    before they are chosen: a rejected one stops being a match and the ranking is made again,
+    until every region it chooses has been checked. Each round checks at least one new region,
+    so this ends; only the regions about to be chosen cost a check.
 
     Args:
         query: How the sentence was read.
         regions: Every region that matched the target description, over the whole scene.
         frame: The scene's metric, north-up frame.
         anchors: For relations, the regions of the anchor ("the road").
+        check: Checks regions of a description; None: no check.
 
     Returns:
         The ranking; ``chosen`` is empty when no region matches (target absent), when a
         relation's anchor was not found, or when the ordinal is past the last match.
     """
+    asked: set[int] = set()
+    while True:
+        ranking = _rank_once(query, regions, frame, anchors)
+        if check is None:
+            return ranking
+        targets = [regions[i] for i in ranking.chosen if id(regions[i]) not in asked]
+        chosen = [regions[i] for i in ranking.chosen]
+        nearest = _nearest_anchors(query, chosen, regions, anchors, frame)
+        nearest = [a for a in nearest if id(a) not in asked]
+        if not targets and not nearest:
+            return ranking
+        asked.update(id(r) for r in [*targets, *nearest])
+        check(targets, query.description)
+        if nearest and query.anchor:
+            check(nearest, query.anchor)
+
+
+def _anchor_matches(
+    query: SceneQuery, regions: Sequence[Region], anchors: Sequence[Region] | None
+) -> list[Region]:
+    """The anchors that match and are not mostly inside a matching target region.
+
+    An object is not its own anchor: an "airplane" found on a ship's deck is part of a ship
+    candidate, and would put that ship at 0 m from "the airplane". (When the anchor is the
+    target's own description, "the ship closest to the ship", every anchor is a target.)
+    """
+    targets = [r.geometry for r in regions if _is_match(r) and query.anchor != query.description]
+    tree = STRtree(targets)
+    found = []
+    for anchor in anchors or []:
+        if not _is_match(anchor):
+            continue
+        shape = anchor.geometry
+        inside = [targets[i].intersection(shape).area for i in tree.query(shape)]
+        if not shape.area or max(inside, default=0.0) < ANCHOR_INSIDE * shape.area:
+            found.append(anchor)
+    return found
+
+
+def _nearest_anchors(
+    query: SceneQuery,
+    chosen: Sequence[Region],
+    regions: Sequence[Region],
+    anchors: Sequence[Region] | None,
+    frame: SceneFrame,
+) -> list[Region]:
+    """The matching anchor nearest each chosen region (relations only)."""
+    matches = _anchor_matches(query, regions, anchors)
+    if query.measure != "anchor_distance" or not matches or not chosen:
+        return []
+    anchor_metric = frame.to_metric([a.geometry for a in matches])
+    found: list[Region] = []
+    for target in frame.to_metric([r.geometry for r in chosen]):
+        index = min(range(len(matches)), key=lambda i: target.distance(anchor_metric[i]))
+        if all(matches[index] is not known for known in found):
+            found.append(matches[index])
+    return found
+
+
+def _rank_once(
+    query: SceneQuery,
+    regions: Sequence[Region],
+    frame: SceneFrame,
+    anchors: Sequence[Region] | None,
+) -> Ranking:
     measure = query.measure if query.kind != "description" and query.measure else "score"
     if query.kind == "size" and query.measure is None:
         measure = "score"  # "all storage tanks": every match, best score first
     matches = [i for i, r in enumerate(regions) if _is_match(r)]
-    anchor_matches = [a for a in anchors or [] if _is_match(a)]
+    anchor_matches = _anchor_matches(query, regions, anchors)
     metric = frame.to_metric([r.geometry for r in regions])
     note = ""
     if measure == "anchor_distance" and not anchor_matches:
@@ -219,8 +314,10 @@ def _reasons(
 ) -> list[str]:
     reasons = []
     for index, region in enumerate(regions):
-        if not _is_match(region):
+        if region.presence is not None and region.presence < PRESENCE_THRESHOLD:
             reasons.append(f"rejected: presence {region.presence:.2f} < {PRESENCE_THRESHOLD}")
+        elif region.verdict is not None and not region.verdict.accepted:
+            reasons.append(region.verdict.reason)
         elif index in chosen:
             words = query.words if query is not None and query.words else "best score"
             reasons.append(f"chosen: {words}")
@@ -237,6 +334,16 @@ def _reasons(
 RunPass = Callable[[str, bool], list[Region]]
 """Runs (or reuses) the pass of a sentence: ``run_pass(sentence, instances)`` -> its regions.
 ``instances`` asks the model for every instance of a description rather than its own choice."""
+
+
+class ScenePasses(Protocol):
+    """What a strategy is given: passes over the scene, and a check of their regions."""
+
+    def __call__(self, sentence: str, instances: bool) -> list[Region]:
+        """The regions of the pass of ``sentence`` (see :data:`RunPass`)."""
+
+    def check(self, regions: Sequence[Region], description: str) -> None:
+        """Give regions of ``description`` their verdict (see :data:`CheckRegions`)."""
 
 
 @dataclass
@@ -270,26 +377,27 @@ class Answer:
         return [self.regions[i].geometry for i in self.ranking.chosen]
 
 
-def scene_strategy(query: SceneQuery, run_pass: RunPass, frame: SceneFrame) -> Answer:
+def scene_strategy(query: SceneQuery, passes: ScenePasses, frame: SceneFrame) -> Answer:
     """Answer over the whole scene.
 
     A sentence with scene-level words is split: its description ("the storage tank") is one
     pass that finds every instance in the scene, the anchor of a relation another, and the
-    regions are ranked by what the words ask. A sentence without such words is the model's own
-    choice: one pass of the whole sentence, its best region the referent.
+    regions are ranked by what the words ask, each referent checked against the model's other
+    categories before it is chosen. A sentence without such words is the model's own choice:
+    one pass of the whole sentence, its best region the referent.
     """
     if query.kind == "description" or (query.measure is None and query.count == 1):
-        regions = run_pass(query.text, False)
+        regions = passes(query.text, False)
         return Answer(query, query.text, False, regions, rank_regions(query, regions, frame))
-    regions = run_pass(query.model_sentence, True)
-    anchors = run_pass(query.anchor_sentence, True) if query.anchor_sentence else []
-    ranking = rank_regions(query, regions, frame, anchors)
+    regions = passes(query.model_sentence, True)
+    anchors = passes(query.anchor_sentence, True) if query.anchor_sentence else []
+    ranking = rank_regions(query, regions, frame, anchors, passes.check)
     return Answer(query, query.model_sentence, True, regions, ranking, anchors, True)
 
 
-def tile_strategy(query: SceneQuery, run_pass: RunPass, frame: SceneFrame) -> Answer:
+def tile_strategy(query: SceneQuery, passes: ScenePasses, frame: SceneFrame) -> Answer:
     """The per-tile behaviour: every tile answers the whole sentence; every region is kept."""
-    regions = run_pass(query.text, False)
+    regions = passes(query.text, False)
     order = list(range(len(regions)))  # regions come best mean score first
     values: list[float | None] = [round(r.score_mean, 4) for r in regions]
     reasons = ["per-tile answer (strategy tile)"] * len(regions)
@@ -298,7 +406,7 @@ def tile_strategy(query: SceneQuery, run_pass: RunPass, frame: SceneFrame) -> An
     return Answer(query, query.text, False, regions, ranking)
 
 
-STRATEGY_FUNCTIONS: dict[str, Callable[[SceneQuery, RunPass, SceneFrame], Answer]] = {
+STRATEGY_FUNCTIONS: dict[str, Callable[[SceneQuery, ScenePasses, SceneFrame], Answer]] = {
     "scene": scene_strategy,
     "tile": tile_strategy,
 }

@@ -25,7 +25,50 @@ from shapely.geometry.base import BaseGeometry
 from rrsis_geo.geo.tiling import TileGrid
 from rrsis_geo.geo.vectorize import Candidate, VectorOptions, polygonize
 
-__all__ = ["PresenceMap", "Region", "SceneFrame", "find_regions"]
+__all__ = ["PresenceMap", "Region", "SceneFrame", "Verdict", "find_regions"]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What a region reads as when the model is asked for each category it knows.
+
+    Attributes:
+        category: The category the region was found as (its pass's description names it).
+        scores: Mean probability over the region, per category of the model's vocabulary,
+            each read on the same chip centred on the region.
+        threshold: The score its own category needs (the model's foreground threshold): a
+            region the model, looking straight at it, does not mark is a fragment.
+    """
+
+    category: str
+    scores: dict[str, float]
+    threshold: float = 0.5
+
+    @property
+    def reads_as(self) -> str:
+        """The category with the highest score (the region's own on a tie)."""
+        return max(self.scores, key=lambda c: (self.scores[c], c == self.category))
+
+    @property
+    def accepted(self) -> bool:
+        """True when the region reads as its own category, at least at the threshold."""
+        return self.reads_as == self.category and self.scores[self.category] >= self.threshold
+
+    @property
+    def reason(self) -> str:
+        """Why the region was rejected (empty when accepted)."""
+        if self.accepted:
+            return ""
+        other = self.reads_as
+        if other == self.category:
+            return (
+                f"rejected: reads as {other} only {self.scores[other]:.2f} < "
+                f"{self.threshold:g} on a chip centred on it"
+            )
+        return (
+            f"rejected: reads as {other} ({self.scores[other]:.2f}) more than "
+            f"{self.category} ({self.scores[self.category]:.2f})"
+        )
 
 
 @dataclass
@@ -35,9 +78,12 @@ class Region(Candidate):
     Attributes:
         presence: Highest presence score of the tiles under the region; None when the model
             gives no presence. (The polygon, scores and area are :class:`Candidate`'s.)
+        verdict: How the region reads against the model's other categories, once checked
+            (:mod:`~rrsis_geo.inference.verification`); None until then.
     """
 
     presence: float | None = None
+    verdict: Verdict | None = None
 
     @property
     def centroid(self) -> tuple[float, float]:

@@ -117,6 +117,10 @@ class CroBIMConfig:
         threshold: Default foreground threshold.
         tile_overlap: Default tile overlap for scenes.
         tile_margin: Default discarded tile margin for scenes.
+        vocabulary: The object categories the model was trained to tell apart ("storage
+            tank", "ship"...), named as its training sentences name them. The scene strategy
+            checks each candidate against them (:mod:`~rrsis_geo.inference.verification`);
+            empty: no check.
     """
 
     name: str = "crobim-lite"
@@ -148,6 +152,7 @@ class CroBIMConfig:
     threshold: float = 0.5
     tile_overlap: int = 64
     tile_margin: int = 16
+    vocabulary: tuple[str, ...] = ()
 
     def metadata(self, sha256: str | None = None) -> ModelMetadata:
         """What the scene pipeline needs to know about a model of this config."""
@@ -161,6 +166,7 @@ class CroBIMConfig:
             gsd=self.gsd,
             threshold=self.threshold,
             sha256=sha256,
+            vocabulary=self.vocabulary,
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -60,3 +60,35 @@ def test_largest_tank_with_candidates_and_explain(tmp_path):
     largest = tanks.loc[tanks["area_m2"].idxmax()].geometry
     found = shapely.union_all(gpd.read_file(out).geometry.to_list())
     assert found.intersection(largest).area / found.union(largest).area > 0.8
+    # The referent was checked against the model's seven categories before it was chosen.
+    assert layer["reads_as"].iloc[0] == "storage tank" and layer["reads_as_score"].iloc[0] > 0.5
+    assert summary["tiles"]["checked_regions"] >= 1
+    assert summary["tiles"]["check_forwards"] == 7 * summary["tiles"]["checked_regions"]
+    assert summary["choice"]["top"][0]["reads_as"] == "storage tank"
+
+
+def test_no_check_and_own_vocabulary(tmp_path):
+    forwards = {}
+    for name, flags in {
+        "none": ["--no-check"],
+        "two": ["--vocabulary", "storage tank, building"],
+    }.items():
+        out, candidates = tmp_path / f"{name}.gpkg", tmp_path / f"{name}_all.gpkg"
+        run = rrsis("segment", EXAMPLE, "the smallest storage tank", "-o", out,
+                    "--candidates", candidates, "--json", *flags)  # fmt: skip
+        assert run.returncode == 0, run.stderr
+        tiles = json.loads(run.stdout)["tiles"]
+        forwards[name] = (tiles["checked_regions"], tiles["check_forwards"])
+        layer = gpd.read_file(candidates)
+        assert len(gpd.read_file(out)) == 1
+        if name == "none":
+            assert set(layer["reads_as"]) == {""}
+        else:
+            assert set(layer["reads_as"]) <= {"", "storage tank", "building"}
+    assert forwards["none"] == (0, 0)
+    checked, made = forwards["two"]
+    assert checked >= 1 and made == 2 * checked
+    run = rrsis("segment", EXAMPLE, "the smallest storage tank", "-o", tmp_path / "x.gpkg",
+                "--vocabulary", " , ")  # fmt: skip
+    assert run.returncode == 1 and "--vocabulary names no category" in run.stderr
+    assert not (tmp_path / "x.gpkg").exists()

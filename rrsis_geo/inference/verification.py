@@ -1,0 +1,156 @@
+"""Checking candidates against the other categories a model knows.
+
+A description pass marks every region the model finds "storage tank"-like, and in a scene of
+thousands of objects a few are something else: a red vehicle in a pass of "The building.", a
+wing in one of "The vehicle.". Ranked by "the smallest" or "the northernmost", such a false
+positive is exactly what wins. The check asks the model the question the other way round: on a
+chip centred on the region, which category of its vocabulary (``ModelMetadata.vocabulary``)
+covers the region best? A region that reads as another category is rejected
+(:class:`~rrsis_geo.inference.regions.Verdict`).
+
+The check is not a second tiling loop: it reads one chip per region it is asked about, and the
+ranking asks only about the regions it is about to choose
+(:func:`~rrsis_geo.inference.referring.rank_regions`), so its cost is one model call per
+category for a few chips, not a pass over the scene.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from rasterio.features import rasterize
+from rasterio.windows import Window
+
+from rrsis_geo.geo.normalization import SceneStatistics
+from rrsis_geo.geo.reading import OpenedScene, has_nodata
+from rrsis_geo.inference.model import SegmentationModel, as_prediction
+from rrsis_geo.inference.regions import Region, Verdict
+
+__all__ = ["CandidateChecker", "description_category"]
+
+
+def description_category(description: str, vocabulary: Sequence[str]) -> str | None:
+    """The vocabulary category a description names, or None when it names none.
+
+    The longest category found as whole words wins: "white storage tank" is a "storage tank",
+    not a "tank".
+    """
+    found = [c for c in vocabulary if re.search(rf"\b{re.escape(c)}\b", description, re.IGNORECASE)]
+    return max(found, key=len) if found else None
+
+
+def chip_window(
+    box: tuple[float, float, float, float], size: int, width: int, height: int
+) -> Window:
+    """A ``size``-pixel window centred on a pixel box ``(x0, y0, x1, y1)``, inside the raster.
+
+    Rasters smaller than ``size`` give the whole raster (the chip is padded, as edge tiles are).
+    """
+    x0, y0, x1, y1 = box
+    column = round((x0 + x1 - size) / 2)
+    row = round((y0 + y1 - size) / 2)
+    column = max(0, min(column, width - size))
+    row = max(0, min(row, height - size))
+    return Window(column, row, min(size, width), min(size, height))
+
+
+class CandidateChecker:
+    """Reads what regions of one opened scene are, by the model's vocabulary.
+
+    Args:
+        scene: The opened scene the regions were found in (regions in its CRS).
+        model: The model that found them.
+        statistics: The scene's normalization (the passes').
+        vocabulary: The categories to tell apart.
+        tile_size: Chip side in pixels (the model's tile).
+        batch_size: Chips per model call.
+        threshold: The score a region's own category needs (the passes' threshold).
+    """
+
+    def __init__(
+        self,
+        scene: OpenedScene,
+        model: SegmentationModel,
+        statistics: SceneStatistics,
+        vocabulary: Sequence[str],
+        tile_size: int,
+        batch_size: int = 8,
+        threshold: float = 0.5,
+    ) -> None:
+        self.scene, self.model, self.statistics = scene, model, statistics
+        self.vocabulary = tuple(vocabulary)
+        self.tile_size, self.batch_size = tile_size, max(1, batch_size)
+        self.threshold = threshold
+        self._encoded: dict[str, Any] = {}
+        self.regions_checked = 0
+        self.forwards = 0
+        self.seconds = 0.0
+
+    def __call__(self, regions: Sequence[Region], description: str) -> None:
+        """Give every region not yet checked its :attr:`~Region.verdict`.
+
+        Regions of a description that names no category of the vocabulary stay unchecked.
+        """
+        category = description_category(description, self.vocabulary)
+        todo = [r for r in regions if r.verdict is None]
+        if category is None or not todo:
+            return
+        started = time.perf_counter()
+        for first in range(0, len(todo), self.batch_size):
+            batch = todo[first : first + self.batch_size]
+            chips, masks = self._chips(batch)
+            scores = {c: self._scores(chips, masks, c) for c in self.vocabulary}
+            for index, region in enumerate(batch):
+                found = {c: s[index] for c, s in scores.items()}
+                region.verdict = Verdict(category, found, self.threshold)
+        self.regions_checked += len(todo)
+        self.seconds += time.perf_counter() - started
+
+    def _encode(self, category: str) -> Any:
+        if category not in self._encoded:
+            sentence = f"The {category}."
+            encode = getattr(self.model, "encode_description", self.model.encode_expression)
+            self._encoded[category] = encode(sentence)
+        return self._encoded[category]
+
+    def _chips(self, regions: Sequence[Region]) -> tuple[np.ndarray, list[np.ndarray]]:
+        dataset, size = self.scene.dataset, self.tile_size
+        bands = list(self.scene.bands)
+        inverse = ~dataset.transform
+        chips = np.zeros((len(regions), len(bands), size, size), dtype=np.float32)
+        masks = []
+        nodata = has_nodata(dataset, bands)
+        for index, region in enumerate(regions):
+            corners = [inverse * xy for xy in region.geometry.envelope.exterior.coords]
+            xs, ys = zip(*corners, strict=True)
+            box = (min(xs), min(ys), max(xs), max(ys))
+            window = chip_window(box, size, dataset.width, dataset.height)
+            height, width = int(window.height), int(window.width)
+            pixels = dataset.read(bands, window=window)
+            self.statistics.apply(pixels, out=chips[index, :, :height, :width])
+            if nodata:
+                valid = dataset.read_masks(bands[0], window=window) > 0
+                chips[index, :, :height, :width][:, ~valid] = 0.0
+            mask = np.zeros((size, size), dtype=bool)
+            mask[:height, :width] = rasterize(
+                [region.geometry],
+                out_shape=(height, width),
+                transform=dataset.window_transform(window),
+                all_touched=True,
+                dtype="uint8",
+            ).astype(bool)
+            masks.append(mask)
+        return chips, masks
+
+    def _scores(self, chips: np.ndarray, masks: list[np.ndarray], category: str) -> list[float]:
+        prediction = as_prediction(self.model.predict(chips, self._encode(category)))
+        probabilities = prediction.probabilities
+        self.forwards += len(chips)
+        return [
+            float(probabilities[i][mask].mean()) if mask.any() else 0.0
+            for i, mask in enumerate(masks)
+        ]
