@@ -70,6 +70,7 @@ __all__ = [
     "SegmentResult",
     "TileCounts",
     "default_output_paths",
+    "open_passes",
     "plan_run",
     "predict_scene",
     "refer_sentences",
@@ -275,6 +276,14 @@ class SegmentOptions:
     candidates: Path | None = None
     vocabulary: tuple[str, ...] | None = None
 
+    def threshold_of(self, metadata: ModelMetadata) -> float:
+        """The foreground threshold with a model of ``metadata``."""
+        return metadata.threshold if self.threshold is None else self.threshold
+
+    def gsd_of(self, metadata: ModelMetadata) -> float | None:
+        """The resolution to resample to with a model of ``metadata`` (None: native)."""
+        return metadata.gsd if self.gsd is None else (self.gsd or None)
+
     def vocabulary_of(self, metadata: ModelMetadata) -> tuple[str, ...]:
         """The categories candidates are checked against with a model of ``metadata``."""
         return tuple(metadata.vocabulary if self.vocabulary is None else self.vocabulary)
@@ -372,7 +381,7 @@ def plan_run(
     expression = " ".join(expression.split())
     if not expression:
         raise InputError("the expression is empty")
-    threshold = metadata.threshold if options.threshold is None else options.threshold
+    threshold = options.threshold_of(metadata)
     if not 0.0 < threshold < 1.0:
         raise InputError(f"threshold must be between 0 and 1, got {threshold}")
     if options.raster_kind not in ("probability", "binary", "float32"):
@@ -390,7 +399,7 @@ def plan_run(
         raise OutputError("the same output is given twice")
     for target in every:
         check_output_path(target, options.overwrite)
-    gsd = metadata.gsd if options.gsd is None else (options.gsd or None)
+    gsd = options.gsd_of(metadata)
     return RunPlan(
         expression,
         parse_sentence(expression),
@@ -511,6 +520,7 @@ class PassRunner:
         self.batch_size, self.progress = batch_size, progress
         self.passes: dict[tuple[str, bool], ScenePass] = {}
         self.encode_seconds = 0.0
+        self.statistics_seconds = 0.0
         self.checker = CandidateChecker(
             scene, model, statistics, vocabulary, grid.tile_size, batch_size, threshold
         )
@@ -603,24 +613,13 @@ def segment(
         "RRSIS_THRESHOLD": f"{plan.threshold:g}",
         "RRSIS_VERSION": rrsis_geo.__version__,
     }
-    # GDAL's block cache defaults to 5% of RAM and fills with written blocks; the pipeline reads
-    # and writes whole block rows once each, so a small cache loses nothing and bounds memory.
-    with (
-        rasterio.Env(**_gdal_config()),
-        open_scene(input_path, options.bands, metadata.in_channels, plan.gsd) as scene,
-        contextlib.ExitStack() as stack,
-    ):
-        dataset = scene.dataset
-        grid = scene_grid(dataset, metadata, options)
-        step = time.perf_counter()
-        statistics = scene_statistics(dataset, scene.bands, metadata, options)
-        timings["statistics"] = time.perf_counter() - step
-        raster_kind = options.raster_kind if plan.paths(RASTER) else None
-        runner = PassRunner(
-            scene, model, grid, statistics, plan.threshold, options.vector, raster_kind,
-            stack, next(iter(plan.targets)), tags, options.batch_size, progress,
-            options.vocabulary_of(metadata),
-        )  # fmt: skip
+    raster_kind = options.raster_kind if plan.paths(RASTER) else None
+    beside = next(iter(plan.targets))
+    with open_passes(
+        input_path, model, options, plan.threshold, plan.gsd, beside, raster_kind, tags, progress
+    ) as runner:
+        dataset, grid, statistics = runner.scene.dataset, runner.grid, runner.statistics
+        timings["statistics"] = runner.statistics_seconds
         step = time.perf_counter()
         answer = STRATEGY_FUNCTIONS[plan.strategy](
             plan.query, runner, SceneFrame.from_dataset(dataset)
@@ -629,9 +628,11 @@ def segment(
         timings["encode_expression"] = runner.encode_seconds
         timings["check"] = runner.checker.seconds
         chosen_pass = runner.run(answer.sentence, answer.instances)
-        polygons = write_outputs(plan, answer, chosen_pass, dataset, metadata, stack, timings)
+        polygons = write_outputs(
+            plan, answer, chosen_pass, dataset, metadata, runner.stack, timings
+        )
         passes = list(runner.passes.values())
-        bands, resampled = list(scene.bands), scene.resampled
+        bands, resampled = list(runner.scene.bands), runner.scene.resampled
     timings["total"] = time.perf_counter() - started
     result = SegmentResult(
         input=str(input_path),
@@ -798,31 +799,68 @@ def refer_sentences(
     """
     options = options or SegmentOptions()
     metadata = model.metadata
-    threshold = metadata.threshold if options.threshold is None else options.threshold
-    gsd = metadata.gsd if options.gsd is None else (options.gsd or None)
-    input_path = Path(input_path)
+    threshold, gsd = options.threshold_of(metadata), options.gsd_of(metadata)
     with (
-        rasterio.Env(**_gdal_config()),
-        open_scene(input_path, options.bands, metadata.in_channels, gsd) as scene,
-        contextlib.ExitStack() as stack,
         tempfile.TemporaryDirectory(prefix="rrsis-refer-") as folder,
+        open_passes(
+            Path(input_path), model, options, threshold, gsd, Path(folder) / "work.tif"
+        ) as runner,
     ):
-        dataset = scene.dataset
-        grid = scene_grid(dataset, metadata, options)
-        statistics = scene_statistics(dataset, scene.bands, metadata, options)
-        runner = PassRunner(
-            scene, model, grid, statistics, threshold, options.vector, None,
-            stack, Path(folder) / "work.tif", {}, options.batch_size, None,
-            options.vocabulary_of(metadata),
-        )  # fmt: skip
-        frame = SceneFrame.from_dataset(dataset)
+        frame = SceneFrame.from_dataset(runner.scene.dataset)
         strategy = STRATEGY_FUNCTIONS[options.strategy]
         answers = []
         for sentence in sentences:
             answer = strategy(parse_sentence(" ".join(sentence.split())), runner, frame)
-            answer.crs = dataset.crs
+            answer.crs = runner.scene.dataset.crs
             answers.append(answer)
     return answers
+
+
+@contextlib.contextmanager
+def open_passes(
+    input_path: Path,
+    model: SegmentationModel,
+    options: SegmentOptions,
+    threshold: float,
+    gsd: float | None,
+    beside: Path,
+    raster_kind: str | None = None,
+    tags: dict[str, str] | None = None,
+    progress: ProgressCallback | None = None,
+) -> Iterator[PassRunner]:
+    """The scene opened, gridded and normalized once, and a :class:`PassRunner` over it.
+
+    Everything (the scene, the passes' work rasters) is closed when the block ends.
+
+    Args:
+        input_path: Any raster GDAL reads.
+        model: A loaded model.
+        options: Bands, tiling, normalization, polygon and check options.
+        threshold: Foreground threshold.
+        gsd: Ground resolution to resample to, or None for the native one.
+        beside: Work rasters are written beside this path.
+        raster_kind: The raster encoding the outputs want, or None when no raster is written.
+        tags: Metadata tags of the work rasters.
+        progress: Optional progress callback (per pass).
+    """
+    metadata = model.metadata
+    # GDAL's block cache defaults to 5% of RAM and fills with written blocks; the pipeline reads
+    # and writes whole block rows once each, so a small cache loses nothing and bounds memory.
+    with (
+        rasterio.Env(**_gdal_config()),
+        open_scene(input_path, options.bands, metadata.in_channels, gsd) as scene,
+        contextlib.ExitStack() as stack,
+    ):
+        grid = scene_grid(scene.dataset, metadata, options)
+        started = time.perf_counter()
+        statistics = scene_statistics(scene.dataset, scene.bands, metadata, options)
+        runner = PassRunner(
+            scene, model, grid, statistics, threshold, options.vector, raster_kind,
+            stack, beside, tags or {}, options.batch_size, progress,
+            options.vocabulary_of(metadata),
+        )  # fmt: skip
+        runner.statistics_seconds = time.perf_counter() - started
+        yield runner
 
 
 class _WorkRasters:
