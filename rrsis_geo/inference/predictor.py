@@ -114,9 +114,8 @@ class CroBIMPredictor:
             torch.inference_mode(),
             torch.autocast(self.device.type, enabled=self.device.type == "cuda"),
         ):
-            output = self.model(batch, text=text)
-        chosen = output.unselected_logits if every else None
-        logits = (output.mask_logits if chosen is None else chosen).float().unsqueeze(1)
+            output = self.model(batch, text=text, select=not every)
+        logits = output.mask_logits.float().unsqueeze(1)
         if (height, width) != (size, size):
             logits = F.interpolate(
                 logits, size=(height, width), mode="bilinear", align_corners=False

@@ -18,6 +18,7 @@ is about to choose, and a rejected one gives its place to the next.
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -44,6 +45,12 @@ __all__ = [
 
 PRESENCE_THRESHOLD = 0.5
 """A region whose tiles all say the target is absent below this is not a candidate."""
+
+FRAGMENT_SHARE = 0.1
+"""A match under this share of the matches' median area is a fragment, not a candidate."""
+
+FRAGMENT_MIN_MATCHES = 3
+"""Fewer matches than this have no meaningful median: none is a fragment."""
 
 ANCHOR_INSIDE = 0.5
 """An anchor region with at least this share of its area inside a target region is part of it."""
@@ -183,9 +190,11 @@ def rank_regions(
 ) -> Ranking:
     """Rank the regions of a scene by what the sentence asks and choose its referent(s).
 
-    With ``check``, the referents (and for relations the anchor nearest each) are checked
-    before they are chosen: a rejected one stops being a match and the ranking is made again,
-    until every region it chooses has been checked. Each round checks at least one new region,
+    Fragments (matches under :data:`FRAGMENT_SHARE` of the matches' median area) are no
+    candidates. With ``check``, the matches ranked up to the last referent (and for relations
+    the anchor nearest each referent) are checked before the choice stands: a rejected one
+    stops being a match and the ranking is made again, until every region that decides it has
+    been checked. Each round checks at least one new region,
     so this ends; only the regions about to be chosen cost a check.
 
     Args:
@@ -204,7 +213,7 @@ def rank_regions(
         ranking = _rank_once(query, regions, frame, anchors)
         if check is None:
             return ranking
-        targets = [regions[i] for i in ranking.chosen if id(regions[i]) not in asked]
+        targets = [r for r in _deciding(ranking, regions) if id(r) not in asked]
         chosen = [regions[i] for i in ranking.chosen]
         nearest = _nearest_anchors(query, chosen, regions, anchors, frame)
         nearest = [a for a in nearest if id(a) not in asked]
@@ -214,6 +223,18 @@ def rank_regions(
         check(targets, query.description)
         if nearest and query.anchor:
             check(nearest, query.anchor)
+
+
+def _deciding(ranking: Ranking, regions: Sequence[Region]) -> list[Region]:
+    """The matches that decide the choice: every one ranked up to the last referent.
+
+    "The third from the bottom" is third only if the two before it are objects too.
+    """
+    if not ranking.chosen:
+        return []
+    last = ranking.ranks[ranking.chosen[-1]]
+    rejected = ("rejected", "outside")
+    return [regions[i] for i in ranking.order[:last] if not ranking.reasons[i].startswith(rejected)]
 
 
 def _anchor_matches(
@@ -268,6 +289,8 @@ def _rank_once(
     if query.kind == "size" and query.measure is None:
         measure = "score"  # "all storage tanks": every match, best score first
     matches = [i for i, r in enumerate(regions) if _is_match(r)]
+    fragments = _fragments(regions, matches) if query.kind != "description" else {}
+    matches = [i for i in matches if i not in fragments]
     anchor_matches = _anchor_matches(query, regions, anchors)
     metric = frame.to_metric([r.geometry for r in regions])
     note = ""
@@ -300,8 +323,27 @@ def _rank_once(
     elif not chosen:
         note = f"no referent found: only {len(ranked_matches)} candidates match"
     values = [round(v, 3) for v in raw]
-    reasons = _reasons(regions, chosen, list(values), note, query, outside)
+    reasons = _reasons(regions, chosen, list(values), note, query, outside, fragments)
     return Ranking(measure, order, list(values), chosen, reasons, note)
+
+
+def _fragments(regions: Sequence[Region], matches: list[int]) -> dict[int, str]:
+    """The matches too small to be objects of the category, with why.
+
+    A description mask leaves specks (an edge, a roof light) that no check rejects, and a speck
+    is what "the smallest" and often "the northernmost" would choose. Objects of one category
+    in one scene differ in size, but not a hundredfold from their median: a match under
+    :data:`FRAGMENT_SHARE` of the matches' median area is a piece, not an object.
+    """
+    if len(matches) < FRAGMENT_MIN_MATCHES:
+        return {}
+    median = statistics.median(regions[i].area_m2 for i in matches)
+    return {
+        i: f"rejected: a fragment ({regions[i].area_m2:.1f} m² < {FRAGMENT_SHARE:.0%} of the "
+        f"matches' median {median:.1f} m²)"
+        for i in matches
+        if regions[i].area_m2 < FRAGMENT_SHARE * median
+    }
 
 
 def _reasons(
@@ -311,10 +353,13 @@ def _reasons(
     note: str,
     query: SceneQuery | None = None,
     outside: list[bool] | None = None,
+    rejected: dict[int, str] | None = None,
 ) -> list[str]:
     reasons = []
     for index, region in enumerate(regions):
-        if region.presence is not None and region.presence < PRESENCE_THRESHOLD:
+        if rejected and index in rejected:
+            reasons.append(rejected[index])
+        elif region.presence is not None and region.presence < PRESENCE_THRESHOLD:
             reasons.append(f"rejected: presence {region.presence:.2f} < {PRESENCE_THRESHOLD}")
         elif region.verdict is not None and not region.verdict.accepted:
             reasons.append(region.verdict.reason)

@@ -185,6 +185,7 @@ class CroBIM(nn.Module):
         attention_mask: torch.Tensor | None = None,
         text: TextState | None = None,
         image_index: torch.Tensor | None = None,
+        select: bool = True,
     ) -> CroBIMOutput:
         """Mask and presence logits.
 
@@ -196,6 +197,9 @@ class CroBIM(nn.Module):
             image_index: ``(N,)``: expression ``i`` is about ``images[image_index[i]]``. Several
                 expressions of one image then share one vision pass (training batches an image
                 with all its expressions); outputs have batch N. None: one image per expression.
+            select: Run the object selector (when the model has one). False: ``mask_logits``
+                are the mask before selection, every instance (what the scene strategy's
+                description passes read), and the selector's cost is saved.
         """
         if text is None:
             if input_ids is None or attention_mask is None:
@@ -219,7 +223,7 @@ class CroBIM(nn.Module):
             )
         logits, pixels = self.mask_head(decoded + fused, per_level[0], sentence)
         presence = self.presence_head(pixels, logits, sentence)
-        if self.selector is None:
+        if self.selector is None or not select:
             return CroBIMOutput(self._full_size(logits, images), presence)
         # The selector learns from its own loss only, on detached maps: choosing among the
         # regions must not teach the mask to find fewer of them. It reads the plain words

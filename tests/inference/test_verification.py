@@ -172,3 +172,31 @@ def test_an_anchor_inside_a_target_is_no_anchor():
     assert ranking.chosen == [1] and ranking.values == [610.0, 10.0]
     same = parse_sentence("the ship closest to the ship")  # every anchor is then a target
     assert rank_regions(same, [ship, far_ship], FRAME, [ship, far_ship]).values == [0.0, 0.0]
+
+
+def test_an_ordinal_checks_every_match_ranked_before_it():
+    regions = _squares(6)  # left to right: 0 .. 5
+
+    def check(found, description):
+        for region in found:  # the second from the left is a false positive
+            own = 0.1 if region is regions[1] else 0.9
+            region.verdict = Verdict(description, {description: own, "vehicle": 0.5})
+
+    ranking = rank_regions(parse_sentence("the third building from the left"), regions, FRAME,
+                           check=check)  # fmt: skip
+    assert ranking.chosen == [3]
+    assert [r.verdict is not None for r in regions] == [True] * 4 + [False] * 2
+
+
+def test_a_speck_is_a_fragment_not_the_smallest():
+    regions = [Region(box(100 * i, 0, 100 * i + 10, 10), 0.9, 0.95, 100.0) for i in range(4)]
+    regions.append(Region(box(900, 0, 902, 2), 0.9, 0.95, 4.0))  # 4 m² beside 100 m² objects
+    regions.append(Region(box(700, 0, 708, 8), 0.9, 0.95, 64.0))
+    ranking = rank_regions(parse_sentence("the smallest building"), regions, FRAME)
+    assert ranking.chosen == [5]
+    assert (
+        ranking.reasons[4] == "rejected: a fragment (4.0 m² < 10% of the matches' median 100.0 m²)"
+    )
+    # A sentence without scene words keeps the model's own choice, specks included.
+    own = rank_regions(parse_sentence("the building"), regions, FRAME)
+    assert not own.reasons[4].startswith("rejected")

@@ -337,3 +337,16 @@ def test_sharpness_scales_how_far_the_objects_not_chosen_fade():
         faded.append(logits - selected)
     torch.testing.assert_close(faded[1], 4 * faded[0])
     assert faded[0].max() > 0
+
+
+def test_forward_without_selection_gives_the_mask_before_selection(tiny_selecting):
+    model, tokenizer = tiny_selecting
+    model.eval()
+    encoded = tokenizer(["the tank"], padding="max_length", max_length=12, return_tensors="pt")
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        selected = model(images, encoded["input_ids"], encoded["attention_mask"])
+        every = model(images, encoded["input_ids"], encoded["attention_mask"], select=False)
+    assert every.candidate_scores is None and every.unselected_logits is None
+    assert torch.allclose(every.mask_logits, selected.unselected_logits, atol=1e-6)
+    assert torch.equal(every.presence_logits, selected.presence_logits)

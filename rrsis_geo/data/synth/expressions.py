@@ -132,14 +132,19 @@ def _position(
 
 
 def _relation(
-    rng: np.random.Generator, target: WorldObject, world: World, same: list[WorldObject]
+    rng: np.random.Generator,
+    target: WorldObject,
+    world: World,
+    same: list[WorldObject],
+    by_category: dict[str, list[WorldObject]],
 ) -> str | None:
     others = [o for o in same if o is not target]
+    # Only an object alone of its category names one anchor ("the airplane"). Counted from
+    # the category lists: counting over every object for each one is cubic on a large scene.
     anchors = [
         o
         for o in world.objects
-        if o.category != target.category
-        and sum(a.category == o.category for a in world.objects) == 1
+        if o.category != target.category and len(by_category[o.category]) == 1
     ]
 
     def distance_to(anchor: WorldObject) -> Callable[[WorldObject], float]:
@@ -251,7 +256,7 @@ def make_expressions(
     makers: dict[str, Callable[[WorldObject], str | None]] = {
         "attribute": lambda t: _attribute(rng, t, by_category[t.category]),
         "position": lambda t: _position(rng, t, by_category[t.category], height, width),
-        "relation": lambda t: _relation(rng, t, world, by_category[t.category]),
+        "relation": lambda t: _relation(rng, t, world, by_category[t.category], by_category),
         "superlative": lambda t: _superlative(rng, t, by_category[t.category], width),
     }
     expressions = []
