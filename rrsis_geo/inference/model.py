@@ -13,6 +13,7 @@ import importlib.util
 import inspect
 import os
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -29,6 +30,7 @@ __all__ = [
     "TilePrediction",
     "default_model",
     "load_model",
+    "predict_many",
     "shipped_model",
 ]
 
@@ -106,6 +108,20 @@ def as_prediction(output: TilePrediction | np.ndarray) -> TilePrediction:
     if isinstance(output, TilePrediction):
         return output
     return TilePrediction(np.asarray(output, dtype=np.float32))
+
+
+def predict_many(
+    model: SegmentationModel, tiles: np.ndarray, encodings: Sequence[Any]
+) -> list[TilePrediction]:
+    """Predictions of several encoded sentences for the same tiles, in order.
+
+    A model with a ``predict_many(tiles, encodings)`` method (the CroBIM predictor) sees the
+    tiles once for all the sentences; any other model is called once per sentence.
+    """
+    many = getattr(model, "predict_many", None)
+    if many is not None and len(encodings) > 1:
+        return [as_prediction(p) for p in many(tiles, list(encodings))]
+    return [as_prediction(model.predict(tiles, encoded)) for encoded in encodings]
 
 
 PYTHON_PREFIX = "python:"

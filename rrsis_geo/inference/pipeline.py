@@ -55,7 +55,12 @@ from rrsis_geo.geo.writers import (
     temporary_sibling,
     write_cog,
 )
-from rrsis_geo.inference.model import ModelMetadata, SegmentationModel, as_prediction
+from rrsis_geo.inference.model import (
+    ModelMetadata,
+    SegmentationModel,
+    TilePrediction,
+    predict_many,
+)
 from rrsis_geo.inference.referring import STRATEGY_FUNCTIONS, Answer
 from rrsis_geo.inference.regions import PresenceMap, Region, SceneFrame, find_regions
 from rrsis_geo.inference.sentence import SceneQuery, parse_sentence
@@ -68,6 +73,7 @@ __all__ = [
     "ScenePass",
     "SegmentOptions",
     "SegmentResult",
+    "SharedSentence",
     "TileCounts",
     "default_output_paths",
     "open_passes",
@@ -105,6 +111,24 @@ class TileCounts:
     model_seconds: float = 0.0
 
 
+@dataclass(frozen=True)
+class SharedSentence:
+    """Another sentence predicted on the same tiles in the same loop as the first.
+
+    The tiles are read, normalized and (with a model that has ``predict_many``) seen by the
+    vision encoder once for all sentences: a relation's description and anchor cost one loop.
+
+    Attributes:
+        encoded: The sentence, encoded by the model.
+        sink: Receives its finished rows.
+        presence: Receives its per-tile presence scores, when the model gives them.
+    """
+
+    encoded: Any
+    sink: RowSink
+    presence: PresenceMap | None = None
+
+
 def predict_scene(
     scene: OpenedScene,
     model: SegmentationModel,
@@ -116,6 +140,7 @@ def predict_scene(
     progress: ProgressCallback | None = None,
     block_rows: int = WORK_BLOCK,
     presence: PresenceMap | None = None,
+    shared: Sequence[SharedSentence] = (),
 ) -> TileCounts:
     """Predict every tile of a scene and stream the blended probabilities to ``sink``.
 
@@ -130,9 +155,10 @@ def predict_scene(
         progress: Optional progress callback.
         block_rows: Rows are emitted in multiples of this (the writers' block height).
         presence: Receives each tile's presence score, when the model gives one.
+        shared: More sentences predicted in the same loop, each into its own sink.
 
     Returns:
-        Counts and timings of the loop.
+        Counts and timings of the loop (tiles counted once, whatever the sentences).
     """
     dataset = scene.dataset
     size = grid.tile_size
@@ -142,28 +168,20 @@ def predict_scene(
     batch = np.zeros((max(1, batch_size), channels, size, size), dtype=np.float32)
     pending: list[tuple[Tile, np.ndarray | None]] = []  # valid mask None: all valid
     counts = TileCounts(total=len(grid))
+    sentences = [SharedSentence(encoded, sink, presence), *shared]
 
     def flush() -> None:
         predicted = [tile for tile, _ in pending]
         if predicted:
             started = time.perf_counter()
-            prediction = as_prediction(model.predict(batch[: len(predicted)], encoded))
+            predictions = predict_many(
+                model, batch[: len(predicted)], [s.encoded for s in sentences]
+            )
             counts.model_seconds += time.perf_counter() - started
-            probabilities = prediction.probabilities
-            expected = (len(predicted), size, size)
-            if probabilities.shape != expected:
-                raise InputError(
-                    f"the model returned probabilities of shape {probabilities.shape} for "
-                    f"tiles of shape {batch[: len(predicted)].shape}; expected {expected}"
-                )
-            if prediction.presence is not None and prediction.presence.size:
-                top = float(np.max(prediction.presence))
-                counts.presence_max = max(top, counts.presence_max or top)
-                if presence is not None:
-                    for (tile, _), score in zip(pending, prediction.presence, strict=True):
-                        presence.record(tile.row, tile.col, float(score))
-            for index, (tile, valid) in enumerate(pending):
-                stitcher.add(tile, probabilities[index], valid)
+            for prediction, sentence, stitcher in zip(
+                predictions, sentences, stitchers, strict=True
+            ):
+                _stitch(prediction, sentence.presence, stitcher, pending, counts, size)
             counts.predicted += len(predicted)
             counts.batches += 1
         pending.clear()
@@ -173,8 +191,13 @@ def predict_scene(
     # GDAL decodes the next strip and encodes finished rows in two threads while numpy and the
     # model work on the current tiles: all three release the GIL.
     row_starts = grid.row_starts
-    with ThreadPoolExecutor(1, "rrsis-read") as reader_thread, _BackgroundSink(sink) as writer:
-        stitcher = StreamingStitcher(grid, writer, block_rows=block_rows)
+    with ThreadPoolExecutor(1, "rrsis-read") as reader_thread, contextlib.ExitStack() as writers:
+        stitchers = [
+            StreamingStitcher(
+                grid, writers.enter_context(_BackgroundSink(s.sink)), block_rows=block_rows
+            )
+            for s in sentences
+        ]
         next_strip = reader_thread.submit(reader.read, row_starts[0], row_starts[0] + size)
         for tile in grid:
             if tile.col == 0:
@@ -202,8 +225,35 @@ def predict_scene(
             if len(pending) == batch.shape[0]:
                 flush()
         flush()
-        stitcher.close()
+        for stitcher in stitchers:
+            stitcher.close()
     return counts
+
+
+def _stitch(
+    prediction: TilePrediction,
+    presence: PresenceMap | None,
+    stitcher: StreamingStitcher,
+    pending: list[tuple[Tile, np.ndarray | None]],
+    counts: TileCounts,
+    size: int,
+) -> None:
+    """One sentence's predictions for the pending tiles into its stitcher and presence map."""
+    probabilities = prediction.probabilities
+    expected = (len(pending), size, size)
+    if probabilities.shape != expected:
+        raise InputError(
+            f"the model returned probabilities of shape {probabilities.shape} for "
+            f"{len(pending)} tiles of {size} x {size} pixels; expected {expected}"
+        )
+    if prediction.presence is not None and prediction.presence.size:
+        top = float(np.max(prediction.presence))
+        counts.presence_max = max(top, counts.presence_max or top)
+        if presence is not None:
+            for (tile, _), score in zip(pending, prediction.presence, strict=True):
+                presence.record(tile.row, tile.col, float(score))
+    for index, (tile, valid) in enumerate(pending):
+        stitcher.add(tile, probabilities[index], valid)
 
 
 class _BackgroundSink:
@@ -536,36 +586,52 @@ class PassRunner:
 
     def run(self, sentence: str, instances: bool) -> ScenePass:
         """The pass of ``sentence`` (run now, or the one already run)."""
-        key = (sentence, instances)
-        if key in self.passes:
-            return self.passes[key]
+        self.prefetch([(sentence, instances)])
+        return self.passes[(sentence, instances)]
+
+    def prefetch(self, keys: Sequence[tuple[str, bool]]) -> None:
+        """Run the passes of ``(sentence, instances)`` not run yet, all in one tiling loop.
+
+        The tiles are read and normalized once for all of them and, with a model that has
+        ``predict_many``, seen by its vision encoder once (a relation's description and
+        anchor; every description of :func:`refer_sentences`).
+        """
+        todo = list(dict.fromkeys(k for k in keys if k not in self.passes))
+        if not todo:
+            return
         started = time.perf_counter()
-        encode = getattr(self.model, "encode_description", None) if instances else None
-        encoded = (encode or self.model.encode_expression)(sentence)
+        encodings = []
+        for sentence, instances in todo:
+            encode = getattr(self.model, "encode_description", None) if instances else None
+            encodings.append((encode or self.model.encode_expression)(sentence))
         self.encode_seconds += time.perf_counter() - started
-        work = self.stack.enter_context(
-            _work_rasters(
-                self.beside, self.scene.dataset, self.raster_kind, True, self.threshold, self.tags
+        dataset, kind = self.scene.dataset, self.raster_kind
+        works = [
+            self.stack.enter_context(
+                _work_rasters(self.beside, dataset, kind, True, self.threshold, self.tags)
             )
-        )
-        presence = PresenceMap(self.grid)
+            for _ in todo
+        ]
+        presences = [PresenceMap(self.grid) for _ in todo]
+        shared = [
+            SharedSentence(e, w.write_rows, p)
+            for e, w, p in zip(encodings[1:], works[1:], presences[1:], strict=True)
+        ]
         counts = predict_scene(
-            self.scene,
-            self.model,
-            encoded,
-            self.grid,
-            self.statistics,
-            work.write_rows,
-            self.batch_size,
-            self.progress,
-            presence=presence,
-        )
-        work.close()
-        recorded = presence if counts.presence_max is not None else None
-        regions = find_regions(work.paths["binary"], work.probability_path, self.vector, recorded)
-        done = ScenePass(sentence, instances, work, counts, regions, time.perf_counter() - started)
-        self.passes[key] = done
-        return done
+            self.scene, self.model, encodings[0], self.grid, self.statistics,
+            works[0].write_rows, self.batch_size, self.progress, presence=presences[0],
+            shared=shared,
+        )  # fmt: skip
+        seconds = time.perf_counter() - started
+        for (sentence, instances), work, presence in zip(todo, works, presences, strict=True):
+            work.close()
+            recorded = presence if presence.recorded else None
+            regions = find_regions(
+                work.paths["binary"], work.probability_path, self.vector, recorded
+            )
+            self.passes[(sentence, instances)] = ScenePass(
+                sentence, instances, work, counts, regions, seconds / len(todo)
+            )
 
 
 def segment(

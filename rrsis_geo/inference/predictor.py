@@ -8,6 +8,7 @@ runs like any other model: the expression is tokenized and its plain text pass r
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -101,20 +102,41 @@ class CroBIMPredictor:
 
         With an :class:`EveryInstance` the probabilities are the mask before object selection.
         """
-        every = isinstance(encoded, EveryInstance)
-        text = encoded.text if isinstance(encoded, EveryInstance) else encoded
-        self.tiles_predicted += len(tiles)
+        return self.predict_many(tiles, [encoded])[0]
+
+    def predict_many(
+        self, tiles: np.ndarray, encodings: Sequence[TextState | EveryInstance]
+    ) -> list[TilePrediction]:
+        """:meth:`predict` for several encoded sentences, the vision encoder run once.
+
+        Sentences that all ask for every instance, or none, share one forward (CroBIM's
+        ``image_index``); a mix runs as two.
+        """
+        every = [isinstance(e, EveryInstance) for e in encodings]
+        if any(every) and not all(every):
+            kept = [e for e in encodings if isinstance(e, EveryInstance)]
+            chosen = [e for e in encodings if not isinstance(e, EveryInstance)]
+            found = iter(self.predict_many(tiles, kept))
+            selected = iter(self.predict_many(tiles, chosen))
+            return [next(found) if flag else next(selected) for flag in every]
+        texts = [e.text if isinstance(e, EveryInstance) else e for e in encodings]
+        self.tiles_predicted += len(tiles) * len(texts)
         batch = torch.from_numpy(np.ascontiguousarray(tiles)).to(self.device)
         batch = batch.contiguous(memory_format=torch.channels_last)
         size = self.model.config.input_size
-        height, width = batch.shape[-2:]
+        count, (height, width) = len(tiles), batch.shape[-2:]
         if (height, width) != (size, size):
             batch = F.interpolate(batch, size=(size, size), mode="bilinear", align_corners=False)
+        text = texts[0] if len(texts) == 1 else TextState.concat(texts, count)
+        index = None if len(texts) == 1 else torch.arange(count).repeat(len(texts))
         with (
             torch.inference_mode(),
             torch.autocast(self.device.type, enabled=self.device.type == "cuda"),
         ):
-            output = self.model(batch, text=text, select=not every)
+            output = self.model(
+                batch, text=text, image_index=None if index is None else index.to(self.device),
+                select=not all(every),
+            )  # fmt: skip
         logits = output.mask_logits.float().unsqueeze(1)
         if (height, width) != (size, size):
             logits = F.interpolate(
@@ -122,4 +144,5 @@ class CroBIMPredictor:
             )
         probabilities = logits[:, 0].sigmoid().cpu().numpy()
         presence = output.presence_logits.float().sigmoid().cpu().numpy()
-        return TilePrediction(probabilities, presence)
+        rows = [slice(k * count, (k + 1) * count) for k in range(len(texts))]
+        return [TilePrediction(probabilities[r], presence[r]) for r in rows]

@@ -390,6 +390,9 @@ class ScenePasses(Protocol):
     def check(self, regions: Sequence[Region], description: str) -> None:
         """Give regions of ``description`` their verdict (see :data:`CheckRegions`)."""
 
+    def prefetch(self, keys: Sequence[tuple[str, bool]]) -> None:
+        """Run the passes of these ``(sentence, instances)`` together (one tiling loop)."""
+
 
 @dataclass
 class Answer:
@@ -434,6 +437,8 @@ def scene_strategy(query: SceneQuery, passes: ScenePasses, frame: SceneFrame) ->
     if query.kind == "description" or (query.measure is None and query.count == 1):
         regions = passes(query.text, False)
         return Answer(query, query.text, False, regions, rank_regions(query, regions, frame))
+    if query.anchor_sentence:
+        passes.prefetch([(query.model_sentence, True), (query.anchor_sentence, True)])
     regions = passes(query.model_sentence, True)
     anchors = passes(query.anchor_sentence, True) if query.anchor_sentence else []
     ranking = rank_regions(query, regions, frame, anchors, passes.check)

@@ -116,6 +116,11 @@ class PresenceMap:
         """Store one tile's presence score."""
         self.scores[row, col] = presence
 
+    @property
+    def recorded(self) -> bool:
+        """True once any tile's presence was recorded (the model gives presence)."""
+        return bool(np.isfinite(self.scores).any())
+
     def _cells(self, starts: list[int], low: float, high: float) -> range:
         half = self.grid.overlap / 2
         edges = [start + half for start in starts[1:]]

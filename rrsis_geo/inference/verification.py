@@ -8,7 +8,8 @@ chip centred on the region, which category of its vocabulary (``ModelMetadata.vo
 covers the region best? A region that reads as another category is rejected
 (:class:`~rrsis_geo.inference.regions.Verdict`).
 
-The check is not a second tiling loop: it reads one chip per region it is asked about, and the
+The check is not a second tiling loop: it reads one chip per region it is asked about (all the
+categories in one model call, the chip seen once by the vision encoder), and the
 ranking asks only about the regions it is about to choose
 (:func:`~rrsis_geo.inference.referring.rank_regions`), so its cost is one model call per
 category for a few chips, not a pass over the scene.
@@ -27,7 +28,7 @@ from rasterio.windows import Window
 
 from rrsis_geo.geo.normalization import SceneStatistics
 from rrsis_geo.geo.reading import OpenedScene, has_nodata
-from rrsis_geo.inference.model import SegmentationModel, as_prediction
+from rrsis_geo.inference.model import SegmentationModel, predict_many
 from rrsis_geo.inference.regions import Region, Verdict
 
 __all__ = ["CandidateChecker", "description_category"]
@@ -103,7 +104,13 @@ class CandidateChecker:
         for first in range(0, len(todo), self.batch_size):
             batch = todo[first : first + self.batch_size]
             chips, masks = self._chips(batch)
-            scores = {c: self._scores(chips, masks, c) for c in self.vocabulary}
+            encodings = [self._encode(c) for c in self.vocabulary]
+            predictions = predict_many(self.model, chips, encodings)
+            self.forwards += len(chips) * len(encodings)
+            scores = {
+                category: _mean_under(prediction.probabilities, masks)
+                for category, prediction in zip(self.vocabulary, predictions, strict=True)
+            }
             for index, region in enumerate(batch):
                 found = {c: s[index] for c, s in scores.items()}
                 region.verdict = Verdict(category, found, self.threshold)
@@ -146,11 +153,9 @@ class CandidateChecker:
             masks.append(mask)
         return chips, masks
 
-    def _scores(self, chips: np.ndarray, masks: list[np.ndarray], category: str) -> list[float]:
-        prediction = as_prediction(self.model.predict(chips, self._encode(category)))
-        probabilities = prediction.probabilities
-        self.forwards += len(chips)
-        return [
-            float(probabilities[i][mask].mean()) if mask.any() else 0.0
-            for i, mask in enumerate(masks)
-        ]
+
+def _mean_under(probabilities: np.ndarray, masks: list[np.ndarray]) -> list[float]:
+    """Mean probability under each chip's region mask (0 for an empty mask)."""
+    return [
+        float(probabilities[i][mask].mean()) if mask.any() else 0.0 for i, mask in enumerate(masks)
+    ]

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,21 @@ class TextState:
             self.attention_mask.expand(batch, -1),
             self.embeddings.expand(batch, -1, -1),
             self.features.expand(batch, -1, -1),
+        )
+
+    @staticmethod
+    def concat(states: Sequence[TextState], batch: int) -> TextState:
+        """Several expressions for the same ``batch`` images: expression-major, ``K * batch``.
+
+        Row ``k * batch + i`` is expression ``k`` about image ``i``; pass
+        ``image_index = arange(batch).repeat(K)`` to :meth:`CroBIM.forward`.
+        """
+        expanded = [state.expand(batch) for state in states]
+        return TextState(
+            *(
+                torch.cat([getattr(state, name) for state in expanded])
+                for name in ("input_ids", "attention_mask", "embeddings", "features")
+            )
         )
 
 
