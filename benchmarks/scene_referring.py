@@ -171,6 +171,8 @@ def main() -> None:
             write_scene(path, size=size, seed=seed, overwrite=True)
         quota = {k: args.tile_per_kind for k in SCENE_KINDS} if index < args.tile_scenes else {}
         rows += evaluate_scene(path, model, quota, relations=size != args.large_size)
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(rows, indent=1) + "\n")  # kept if a later scene fails
     wall = time.perf_counter() - started
     sizes = ", ".join(
         f"{sum(1 for _, s in scenes if s == n)} x {n} px" for n in sorted({s for _, s in scenes})
@@ -183,7 +185,9 @@ def main() -> None:
         f"{wall / 60:.0f} min: default model (`crobim-lite-synth`), {len(scenes)} scenes "
         f"({sizes}; `rrsis data synth scene` seeds {scenes[0][0]}-{scenes[-1][0]}, used by no "
         "training split and no other figure), every scene-level sentence the scene's own "
-        "`NAME.scene_expressions.json` holds. Correct: the chosen polygon overlaps the "
+        "`NAME.scene_expressions.json` holds, answered as `rrsis segment` answers them by "
+        "default (scene strategy, each referent checked against the model's vocabulary). "
+        "Correct: the chosen polygon overlaps the "
         "referent with IoU >= 0.5. The per-tile strategy runs one full pass per sentence, so it "
         f"was run on the first {args.tile_scenes} scenes, {args.tile_per_kind} sentence(s) of "
         "each kind; its answer is what a user gets: the union of all the polygons it writes. "
@@ -192,8 +196,6 @@ def main() -> None:
         table(rows),
     ])  # fmt: skip
     print(body)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(rows, indent=1) + "\n")
     if not args.no_doc:
         write_section(DOC, body, BEGIN, END, title="Scene-level referring")
 
