@@ -808,8 +808,8 @@ def write_outputs(
                 "presence": [_number(answer.regions[i].presence) for i in ranking.order],
                 "measure": [ranking.measure] * len(ordered),
                 "value": [_number(ranking.values[i]) for i in ranking.order],
-                "reads_as": [_reads_as(answer.regions[i])[0] for i in ranking.order],
-                "reads_as_score": [_reads_as(answer.regions[i])[1] for i in ranking.order],
+                "reads_as": [answer.regions[i].reads_as[0] or "" for i in ranking.order],
+                "reads_as_score": [_number(answer.regions[i].reads_as[1]) for i in ranking.order],
             }
             write_polygons(
                 ordered,
@@ -825,14 +825,6 @@ def write_outputs(
 
 def _number(value: float | None) -> float:
     return float("nan") if value is None else float(value)
-
-
-def _reads_as(region: Region) -> tuple[str, float]:
-    """The category a checked region reads as and its score; ("", nan) when unchecked."""
-    if region.verdict is None:
-        return "", float("nan")
-    category = region.verdict.reads_as
-    return category, round(region.verdict.scores[category], 4)
 
 
 def _remove(path: Path) -> None:

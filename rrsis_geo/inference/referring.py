@@ -118,17 +118,12 @@ class Ranking:
                     "presence": regions[i].presence,
                     "area_m2": round(regions[i].area_m2, 2),
                     "centroid": list(regions[i].centroid),
-                    "reads_as": _reads_as(regions[i]),
+                    "reads_as": regions[i].reads_as[0],
                     "reason": self.reasons[i],
                 }
                 for i in self.order[:top]
             ],
         }
-
-
-def _reads_as(region: Region) -> str | None:
-    verdict = region.verdict
-    return verdict.reads_as if verdict is not None else None
 
 
 def _is_match(region: Region) -> bool:

@@ -86,6 +86,14 @@ class Region(Candidate):
     verdict: Verdict | None = None
 
     @property
+    def reads_as(self) -> tuple[str | None, float | None]:
+        """What the check read the region as, and that category's score; Nones unchecked."""
+        if self.verdict is None:
+            return None, None
+        category = self.verdict.reads_as
+        return category, self.verdict.scores[category]
+
+    @property
     def centroid(self) -> tuple[float, float]:
         """Centroid ``(x, y)`` in the raster's CRS."""
         point = self.geometry.centroid
