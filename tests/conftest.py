@@ -2,15 +2,13 @@ import pytest
 import torch
 
 from rrsis_geo.nn.config import CroBIMConfig, TextEncoderConfig, VisionEncoderConfig
-from tests.rasters import SHARED_REAL
+from tests.rasters import REAL_RASTERS
 
 
 @pytest.fixture
-def shared_real():
-    """The real rasters of ../shared/data/real, or a skip where a clone has no shared/ beside it."""
-    if not SHARED_REAL.is_dir():
-        pytest.skip(f"{SHARED_REAL} is absent (only beside the project's own checkout)")
-    return SHARED_REAL
+def real_rasters():
+    """The real rasters of ``tests/assets/real`` (licences in ``tests/assets/README.md``)."""
+    return REAL_RASTERS
 
 
 # Tiny CroBIM configs: a small timm backbone and a 2-layer random BERT with MiniLM's vocabulary.

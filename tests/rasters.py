@@ -9,7 +9,7 @@ import rasterio
 from rasterio.crs import CRS
 from rasterio.transform import from_origin
 
-SHARED_REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
+REAL_RASTERS = Path(__file__).resolve().parent / "assets" / "real"
 
 
 def textured(

@@ -33,8 +33,8 @@ def lite_checkpoint(tmp_path_factory):
     return CroBIM(config).save_pretrained(folder, include_text_encoder=False)
 
 
-def test_segment_with_a_saved_crobim_lite(shared_real, lite_checkpoint, tmp_path):
-    source = shared_real / "cogeo.tif"
+def test_segment_with_a_saved_crobim_lite(real_rasters, lite_checkpoint, tmp_path):
+    source = real_rasters / "cogeo.tif"
     outputs = [tmp_path / "tank.tif", tmp_path / "tank.gpkg"]
     run = rrsis(
         "segment",

@@ -16,8 +16,8 @@ from PIL import Image
 
 from rrsis_geo.data import rle
 
-SHARED_ANNOTATIONS = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "annotations"
-RISBENCH_SAMPLE = SHARED_ANNOTATIONS / "risbench_test_sample.jsonl"
+ANNOTATIONS = Path(__file__).resolve().parents[1] / "assets" / "annotations"
+RISBENCH_SAMPLE = ANNOTATIONS / "risbench_test_sample.jsonl"
 RISBENCH_SAMPLE_AREAS = [711, 1061, 375, 1092, 462, 266, 305, 315, 241]
 
 
@@ -282,12 +282,3 @@ def write_risbench(folder: Path) -> Fixture:
 
 
 WRITERS = {"rrsisd": write_rrsisd, "refsegrs": write_refsegrs, "risbench": write_risbench}
-
-
-def risbench_sample_or_skip() -> Path:
-    """The real RISBench JSONL records of ../shared, or a skip where a clone has no shared/."""
-    import pytest
-
-    if not RISBENCH_SAMPLE.is_file():
-        pytest.skip(f"{RISBENCH_SAMPLE} is absent (only beside the project's own checkout)")
-    return RISBENCH_SAMPLE

@@ -19,8 +19,8 @@ from rrsis_geo.data.readers import (
 from rrsis_geo.data.sample import MaskResizedWarning, Sample, resize_nearest
 from rrsis_geo.errors import InputError
 from tests.data.fixtures import (
+    RISBENCH_SAMPLE,
     RISBENCH_SAMPLE_AREAS,
-    risbench_sample_or_skip,
     write_refsegrs,
     write_risbench,
     write_rrsisd,
@@ -240,7 +240,7 @@ def test_detection_errors(tmp_path):
 
 
 def test_jsonl_reader_on_real_records(tmp_path):
-    sample = risbench_sample_or_skip()
+    sample = RISBENCH_SAMPLE
     dataset = open_dataset(sample, "test")
     assert isinstance(dataset, JsonlReader)
     assert len(dataset) == 9

@@ -5,12 +5,12 @@ import pytest
 
 from rrsis_geo.data import rle
 from rrsis_geo.errors import InputError
-from tests.data.fixtures import RISBENCH_SAMPLE_AREAS, risbench_sample_or_skip
+from tests.data.fixtures import RISBENCH_SAMPLE, RISBENCH_SAMPLE_AREAS
 
 
 @pytest.fixture
 def risbench_sample():
-    return risbench_sample_or_skip()
+    return RISBENCH_SAMPLE
 
 
 def test_real_records_decode_to_the_published_areas(risbench_sample):

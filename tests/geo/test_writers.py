@@ -53,12 +53,12 @@ def test_encodings():
     assert np.isnan(RasterEncoding("float32").encode(probabilities)[0, 3])
 
 
-def test_probability_raster_declares_its_scale(shared_real, tmp_path):
+def test_probability_raster_declares_its_scale(real_rasters, tmp_path):
     from rrsis_geo.inference.pipeline import segment
     from rrsis_geo.inference.reference_models import constant
 
     out = tmp_path / "p.tif"
-    segment(shared_real / "cogeo.tif", "x", constant(value=0.5), [out])
+    segment(real_rasters / "cogeo.tif", "x", constant(value=0.5), [out])
     with rasterio.open(out) as dst:
         assert dst.scales[0] == pytest.approx(1 / 254)
         assert dst.nodata == 255

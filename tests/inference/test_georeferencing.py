@@ -26,12 +26,12 @@ def _same_grid(source, output):
 
 
 @pytest.mark.parametrize("name", REAL)
-def test_real_rasters_keep_crs_transform_and_size(shared_real, tmp_path, name):
+def test_real_rasters_keep_crs_transform_and_size(real_rasters, tmp_path, name):
     out = tmp_path / "prob.tif"
-    segment(shared_real / name, "bright fields", brightness(), [out, tmp_path / "p.gpkg"])
-    _same_grid(shared_real / name, out)
+    segment(real_rasters / name, "bright fields", brightness(), [out, tmp_path / "p.gpkg"])
+    _same_grid(real_rasters / name, out)
     assert cog_validate(str(out))[0], cog_validate(str(out))
-    with rasterio.open(shared_real / name) as src:
+    with rasterio.open(real_rasters / name) as src:
         polygons = gpd.read_file(tmp_path / "p.gpkg")
         assert polygons.crs == src.crs
         if len(polygons):
@@ -105,11 +105,11 @@ def test_polygon_matches_a_known_mask_in_map_coordinates(tmp_path):
     assert gpd.read_file(tmp_path / "p.geojson").crs.to_epsg() == 4326
 
 
-def test_nodata_collar_gets_no_probability_and_no_polygon(shared_real, tmp_path):
+def test_nodata_collar_gets_no_probability_and_no_polygon(real_rasters, tmp_path):
     # RGB.byte.tif has a nodata=0 collar; a model that says "yes" everywhere must stay inside.
     from rrsis_geo.inference.reference_models import constant
 
-    source = shared_real / "RGB.byte.tif"
+    source = real_rasters / "RGB.byte.tif"
     outputs = [tmp_path / "p.tif", tmp_path / "p.gpkg"]
     segment(source, "everything", constant(value=0.9), outputs)
     with rasterio.open(source) as src, rasterio.open(outputs[0]) as out:

@@ -66,6 +66,9 @@ def qgis_env(tmp_path) -> dict[str, str]:
     env["QGIS_CUSTOM_CONFIG_PATH"] = str(tmp_path / "qgis-profile")
     env["XDG_RUNTIME_DIR"] = str(tmp_path / "xdg-runtime")
     (tmp_path / "xdg-runtime").mkdir(mode=0o700)
+    # QGIS saves the statistics of a layer it loads as NAME.aux.xml beside the file: the test
+    # inputs are the repository's own (tests/assets), which a test run must leave unchanged.
+    env["GDAL_PAM_ENABLED"] = "NO"
     return env
 
 

@@ -1,7 +1,7 @@
 """The plugin in real headless QGIS 3.22: Processing scripts and qgis_process, real rrsis runs.
 
 Every test starts QGIS in a subprocess (see conftest.py) and rrsis as QGIS's subprocess, on the
-real rasters of ../shared/data/real. The model is the exact per-pixel reference model, so the
+real rasters of tests/assets/real. The model is the exact per-pixel reference model, so the
 runs take seconds; what is tested is the plugin: parameters, subprocess, progress, cancel,
 messages, outputs and their styles.
 """
@@ -55,9 +55,9 @@ def test_provider_vector_extensions_come_from_rrsis_formats(run_in_qgis):
 
 
 def test_segment_runs_through_processing_and_loads_styled_layers(
-    run_in_qgis, shared_real, tmp_path
+    run_in_qgis, real_rasters, tmp_path
 ):
-    scene = shared_real / "RGB.byte.tif"
+    scene = real_rasters / "RGB.byte.tif"
     report = run_in_qgis(
         "rrsis:segment",
         {
@@ -93,8 +93,8 @@ def test_segment_runs_through_processing_and_loads_styled_layers(
     assert "Traceback" not in report["stderr"]
 
 
-def test_candidates_output_is_written_and_loads_styled_by_rank(run_in_qgis, shared_real, tmp_path):
-    scene = shared_real / "RGB.byte.tif"
+def test_candidates_output_is_written_and_loads_styled_by_rank(run_in_qgis, real_rasters, tmp_path):
+    scene = real_rasters / "RGB.byte.tif"
     candidates = tmp_path / "layers" / "candidates.gpkg"  # a folder that does not exist yet
     report = run_in_qgis(
         "rrsis:segment",
@@ -147,7 +147,7 @@ def test_candidates_output_is_written_and_loads_styled_by_rank(run_in_qgis, shar
 
 
 def test_qgis_process_runs_the_plugin_installed_from_its_zip(
-    qgis_process_bin, qgis_env, shared_real, tmp_path
+    qgis_process_bin, qgis_env, real_rasters, tmp_path
 ):
     # Install the way a user does: the built zip, unpacked into the profile, then enabled.
     archive = tmp_path / "rrsis_qgis.zip"
@@ -174,7 +174,7 @@ def test_qgis_process_runs_the_plugin_installed_from_its_zip(
 
     enabled = qgis_process("plugins", "enable", "rrsis_qgis")
     assert enabled.returncode == 0, enabled.stdout + enabled.stderr
-    scene = shared_real / "cogeo.tif"
+    scene = real_rasters / "cogeo.tif"
     raster, polygons = tmp_path / "out" / "roofs.tif", tmp_path / "out" / "roofs.gpkg"
     run = qgis_process(
         "--json",
@@ -206,13 +206,13 @@ def test_qgis_process_runs_the_plugin_installed_from_its_zip(
     assert layers[1]["features"] == results["POLYGON_COUNT"]
 
 
-def test_cancel_stops_rrsis_and_leaves_no_output(run_in_qgis, shared_real, tmp_path):
+def test_cancel_stops_rrsis_and_leaves_no_output(run_in_qgis, real_rasters, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     report = run_in_qgis(
         "rrsis:segment",
         {
-            "INPUT": shared_real / "RGB.byte.tif",
+            "INPUT": real_rasters / "RGB.byte.tif",
             "EXPRESSION": "anything",
             "MODEL": SLOW_MODEL,
             "TILE_SIZE": 64,
@@ -248,7 +248,7 @@ def _fake_executable(path, version_line):
     ],
 )
 def test_unusable_executable_gives_a_message_not_a_traceback(
-    run_in_qgis, shared_real, tmp_path, case, message
+    run_in_qgis, real_rasters, tmp_path, case, message
 ):
     if case == "missing":
         executable = "/nonexistent/bin/rrsis"
@@ -258,7 +258,7 @@ def test_unusable_executable_gives_a_message_not_a_traceback(
     report = run_in_qgis(
         "rrsis:segment",
         {
-            "INPUT": shared_real / "RGB.byte.tif",
+            "INPUT": real_rasters / "RGB.byte.tif",
             "EXPRESSION": "x",
             "OUTPUT_RASTER": tmp_path / "p.tif",
         },
@@ -272,7 +272,7 @@ def test_unusable_executable_gives_a_message_not_a_traceback(
 
 
 def test_qgis_process_without_rrsis_on_path_explains_what_to_install(
-    qgis_process_bin, qgis_env, shared_real, tmp_path
+    qgis_process_bin, qgis_env, real_rasters, tmp_path
 ):
     env = dict(qgis_env, PATH=f"/usr/bin{os.pathsep}/bin", QGIS_PLUGINPATH=str(PLUGIN_ROOT))
     enable = [qgis_process_bin, "plugins", "enable", "rrsis_qgis"]
@@ -283,7 +283,7 @@ def test_qgis_process_without_rrsis_on_path_explains_what_to_install(
             "run",
             "rrsis:segment",
             "--",
-            f"INPUT={shared_real / 'RGB.byte.tif'}",
+            f"INPUT={real_rasters / 'RGB.byte.tif'}",
             "EXPRESSION=x",
             f"OUTPUT_RASTER={tmp_path / 'p.tif'}",
         ],
@@ -299,11 +299,11 @@ def test_qgis_process_without_rrsis_on_path_explains_what_to_install(
     assert not (tmp_path / "p.tif").exists()
 
 
-def test_missing_model_is_reported_in_rrsis_words(run_in_qgis, shared_real, tmp_path):
+def test_missing_model_is_reported_in_rrsis_words(run_in_qgis, real_rasters, tmp_path):
     report = run_in_qgis(
         "rrsis:segment",
         {
-            "INPUT": shared_real / "RGB.byte.tif",
+            "INPUT": real_rasters / "RGB.byte.tif",
             "EXPRESSION": "x",
             "MODEL": "/nonexistent/model",
             "OUTPUT_RASTER": tmp_path / "p.tif",
@@ -315,11 +315,11 @@ def test_missing_model_is_reported_in_rrsis_words(run_in_qgis, shared_real, tmp_
     assert list(tmp_path.glob("p.*")) == []
 
 
-def test_layer_without_a_file_is_copied_to_a_geotiff_first(run_in_qgis, shared_real, tmp_path):
+def test_layer_without_a_file_is_copied_to_a_geotiff_first(run_in_qgis, real_rasters, tmp_path):
     report = run_in_qgis(
         "rrsis:segment",
         {
-            "INPUT": shared_real / "RGB.byte.tif",
+            "INPUT": real_rasters / "RGB.byte.tif",
             "EXPRESSION": "bright",
             "MODEL": BRIGHTNESS,
             "OUTPUT_RASTER": tmp_path / "p.tif",
@@ -335,7 +335,7 @@ def test_layer_without_a_file_is_copied_to_a_geotiff_first(run_in_qgis, shared_r
         assert (result.width, result.height) == (791, 718)
 
 
-def test_tile_service_layer_is_refused_with_what_to_do(run_in_qgis, shared_real, tmp_path):
+def test_tile_service_layer_is_refused_with_what_to_do(run_in_qgis, real_rasters, tmp_path):
     report = run_in_qgis(
         "rrsis:segment",
         {"INPUT": "", "EXPRESSION": "x", "OUTPUT_RASTER": tmp_path / "p.tif"},
@@ -345,11 +345,11 @@ def test_tile_service_layer_is_refused_with_what_to_do(run_in_qgis, shared_real,
     assert "save the area you want as a GeoTIFF" in report["error"]
 
 
-def test_batch_segment_writes_one_styled_pair_per_expression(run_in_qgis, shared_real, tmp_path):
+def test_batch_segment_writes_one_styled_pair_per_expression(run_in_qgis, real_rasters, tmp_path):
     report = run_in_qgis(
         "rrsis:batchsegment",
         {
-            "INPUT": shared_real / "RGB.byte.tif",
+            "INPUT": real_rasters / "RGB.byte.tif",
             "EXPRESSIONS": ["the bright fields", "Dark water!"],
             "MODEL": BRIGHTNESS,
             "WRITE_CANDIDATES": True,
