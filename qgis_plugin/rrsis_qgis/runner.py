@@ -139,14 +139,7 @@ def check_executable(path: str, timeout: float = 120.0) -> Executable:
     key = (path, os.stat(path).st_mtime)
     if key not in _version_cache:
         try:
-            answer = subprocess.run(
-                [*command, "--version"],
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-                env=child_environment(),
-                **_hidden_window(),
-            )
+            answer = _ask([*command, "--version"], timeout)
         except (OSError, subprocess.TimeoutExpired) as error:
             raise RrsisError(f"could not run {path} --version: {error}") from None
         match = re.match(r"rrsis (\d+)\.(\d+)\.(\d+)", answer.stdout.strip())
@@ -167,6 +160,18 @@ def check_executable(path: str, timeout: float = 120.0) -> Executable:
     return Executable(command, version)
 
 
+def _ask(arguments: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    """Run a short rrsis query (``--version``, ``formats``) as the plugin runs rrsis."""
+    return subprocess.run(
+        arguments,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=child_environment(),
+        **_hidden_window(),
+    )
+
+
 def output_formats(executable: Executable, timeout: float = 30.0) -> list[dict[str, Any]]:
     """The output formats ``rrsis formats --json`` lists (one registry in the library).
 
@@ -182,14 +187,7 @@ def output_formats(executable: Executable, timeout: float = 30.0) -> list[dict[s
         RrsisError: When the command does not run, fails, or prints no such list.
     """
     try:
-        answer = subprocess.run(
-            [*executable.command, "formats", "--json"],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=child_environment(),
-            **_hidden_window(),
-        )
+        answer = _ask([*executable.command, "formats", "--json"], timeout)
     except (OSError, subprocess.TimeoutExpired) as error:
         raise RrsisError(f"could not run {executable.command[0]} formats: {error}") from None
     if answer.returncode != 0:

@@ -29,6 +29,7 @@ __all__ = [
     "SegmentationModel",
     "TilePrediction",
     "default_model",
+    "encode_sentence",
     "load_model",
     "predict_many",
     "shipped_model",
@@ -108,6 +109,16 @@ def as_prediction(output: TilePrediction | np.ndarray) -> TilePrediction:
     if isinstance(output, TilePrediction):
         return output
     return TilePrediction(np.asarray(output, dtype=np.float32))
+
+
+def encode_sentence(model: SegmentationModel, sentence: str, instances: bool) -> Any:
+    """Encode a sentence once: with ``instances``, for every instance of a description.
+
+    ``instances`` uses the model's ``encode_description`` when it has one (CroBIM reads its
+    mask before object selection); otherwise, and without ``instances``, ``encode_expression``.
+    """
+    encode = getattr(model, "encode_description", None) if instances else None
+    return (encode or model.encode_expression)(sentence)
 
 
 def predict_many(

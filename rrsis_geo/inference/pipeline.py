@@ -59,6 +59,7 @@ from rrsis_geo.inference.model import (
     ModelMetadata,
     SegmentationModel,
     TilePrediction,
+    encode_sentence,
     predict_many,
 )
 from rrsis_geo.inference.referring import STRATEGY_FUNCTIONS, Answer
@@ -600,10 +601,7 @@ class PassRunner:
         if not todo:
             return
         started = time.perf_counter()
-        encodings = []
-        for sentence, instances in todo:
-            encode = getattr(self.model, "encode_description", None) if instances else None
-            encodings.append((encode or self.model.encode_expression)(sentence))
+        encodings = [encode_sentence(self.model, *key) for key in todo]
         self.encode_seconds += time.perf_counter() - started
         dataset, kind = self.scene.dataset, self.raster_kind
         works = [

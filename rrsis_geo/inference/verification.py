@@ -28,7 +28,7 @@ from rasterio.windows import Window
 
 from rrsis_geo.geo.normalization import SceneStatistics
 from rrsis_geo.geo.reading import OpenedScene, has_nodata
-from rrsis_geo.inference.model import SegmentationModel, predict_many
+from rrsis_geo.inference.model import SegmentationModel, encode_sentence, predict_many
 from rrsis_geo.inference.regions import Region, Verdict
 
 __all__ = ["CandidateChecker", "description_category"]
@@ -119,9 +119,7 @@ class CandidateChecker:
 
     def _encode(self, category: str) -> Any:
         if category not in self._encoded:
-            sentence = f"The {category}."
-            encode = getattr(self.model, "encode_description", self.model.encode_expression)
-            self._encoded[category] = encode(sentence)
+            self._encoded[category] = encode_sentence(self.model, f"The {category}.", True)
         return self._encoded[category]
 
     def _chips(self, regions: Sequence[Region]) -> tuple[np.ndarray, list[np.ndarray]]:
