@@ -154,7 +154,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=4096)
     parser.add_argument("--large-scenes", type=int, default=2)
     parser.add_argument("--large-size", type=int, default=12288)
-    parser.add_argument("--tile-scenes", type=int, default=1)
+    parser.add_argument("--tile-scenes", type=int, default=4)
     parser.add_argument("--tile-per-kind", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="2 scenes of 2048 px.")
     parser.add_argument("--no-doc", action="store_true")

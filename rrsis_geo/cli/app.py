@@ -223,7 +223,8 @@ def segment(
             "--no-check",
             help="Scene strategy: skip the check that asks the model, before a candidate is "
             "chosen, which of the categories it knows (its vocabulary) the candidate is, and "
-            "rejects it if another (a red vehicle is not the smallest building).",
+            "rejects it if another or if far smaller than any it was trained on (a red vehicle "
+            "is not the smallest building); a piece of an object is mended to the whole.",
         ),
     ] = False,
     vocabulary: Annotated[

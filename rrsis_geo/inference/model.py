@@ -52,6 +52,8 @@ class ModelMetadata:
         sha256: Hash of the weights, when the model has a checkpoint.
         vocabulary: The object categories the model tells apart; the scene strategy checks
             candidates against them (empty: no check).
+        category_areas_m2: ``(smallest, largest)`` area in m² of each category's objects in
+            the model's training data (the check rejects candidates far under the smallest).
         extra: Anything else a model declares.
     """
 
@@ -65,6 +67,7 @@ class ModelMetadata:
     threshold: float = 0.5
     sha256: str | None = None
     vocabulary: tuple[str, ...] = ()
+    category_areas_m2: dict[str, tuple[float, float]] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
 

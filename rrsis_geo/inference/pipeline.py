@@ -24,7 +24,7 @@ import platform
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -547,6 +547,7 @@ class PassRunner:
         batch_size: Tiles per model call.
         progress: Optional progress callback (per pass).
         vocabulary: The categories :meth:`check` tells apart (empty: no check).
+        areas: The trained area range of each category (``ModelMetadata.category_areas_m2``).
     """
 
     def __init__(
@@ -564,6 +565,7 @@ class PassRunner:
         batch_size: int = 8,
         progress: ProgressCallback | None = None,
         vocabulary: Sequence[str] = (),
+        areas: Mapping[str, tuple[float, float]] | None = None,
     ) -> None:
         self.scene, self.model, self.grid, self.statistics = scene, model, grid, statistics
         self.threshold, self.vector, self.raster_kind = threshold, vector, raster_kind
@@ -573,7 +575,7 @@ class PassRunner:
         self.encode_seconds = 0.0
         self.statistics_seconds = 0.0
         self.checker = CandidateChecker(
-            scene, model, statistics, vocabulary, grid.tile_size, batch_size, threshold
+            scene, model, statistics, vocabulary, grid.tile_size, batch_size, threshold, areas
         )
 
     def check(self, regions: Sequence[Region], description: str) -> None:
@@ -808,6 +810,7 @@ def write_outputs(
                 "value": [_number(ranking.values[i]) for i in ranking.order],
                 "reads_as": [answer.regions[i].reads_as[0] or "" for i in ranking.order],
                 "reads_as_score": [_number(answer.regions[i].reads_as[1]) for i in ranking.order],
+                "mended_from_m2": [_number(answer.regions[i].mended_from) for i in ranking.order],
             }
             write_polygons(
                 ordered,
@@ -913,7 +916,7 @@ def open_passes(
         runner = PassRunner(
             scene, model, grid, statistics, threshold, options.vector, raster_kind,
             stack, beside, tags or {}, options.batch_size, progress,
-            options.vocabulary_of(metadata),
+            options.vocabulary_of(metadata), metadata.category_areas_m2,
         )  # fmt: skip
         runner.statistics_seconds = time.perf_counter() - started
         yield runner

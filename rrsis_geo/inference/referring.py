@@ -119,6 +119,7 @@ class Ranking:
                     "area_m2": round(regions[i].area_m2, 2),
                     "centroid": list(regions[i].centroid),
                     "reads_as": regions[i].reads_as[0],
+                    "mended_from_m2": regions[i].mended_from,
                     "reason": self.reasons[i],
                 }
                 for i in self.order[:top]
@@ -185,12 +186,13 @@ def rank_regions(
 ) -> Ranking:
     """Rank the regions of a scene by what the sentence asks and choose its referent(s).
 
-    Fragments (matches under :data:`FRAGMENT_SHARE` of the matches' median area) are no
-    candidates. With ``check``, the matches ranked up to the last referent (and for relations
-    the anchor nearest each referent) are checked before the choice stands: a rejected one
-    stops being a match and the ranking is made again, until every region that decides it has
-    been checked. Each round checks at least one new region,
-    so this ends; only the regions about to be chosen cost a check.
+    With ``check``, the matches ranked up to the last referent (and for relations the anchor
+    nearest each referent) are checked before the choice stands: a rejected one stops being a
+    match, a piece the check mended to its whole object takes in the other pieces of it, and
+    the ranking is made again, until every region that decides it has been checked. Each round
+    checks at least one new region, so this ends; only the regions about to be chosen cost a
+    check. Without ``check``, fragments (matches under :data:`FRAGMENT_SHARE` of the matches'
+    median area) are no candidates: the check judges sizes by what the model was trained on.
 
     Args:
         query: How the sentence was read.
@@ -205,7 +207,7 @@ def rank_regions(
     """
     asked: set[int] = set()
     while True:
-        ranking = _rank_once(query, regions, frame, anchors)
+        ranking = _rank_once(query, regions, frame, anchors, fragments=check is None)
         if check is None:
             return ranking
         targets = [r for r in _deciding(ranking, regions) if id(r) not in asked]
@@ -279,13 +281,16 @@ def _rank_once(
     regions: Sequence[Region],
     frame: SceneFrame,
     anchors: Sequence[Region] | None,
+    fragments: bool = True,
 ) -> Ranking:
     measure = query.measure if query.kind != "description" and query.measure else "score"
     if query.kind == "size" and query.measure is None:
         measure = "score"  # "all storage tanks": every match, best score first
     matches = [i for i, r in enumerate(regions) if _is_match(r)]
-    fragments = _fragments(regions, matches) if query.kind != "description" else {}
-    matches = [i for i in matches if i not in fragments]
+    pieces = _parts(regions, matches)
+    if fragments and query.kind != "description":
+        pieces.update(_fragments(regions, matches))
+    matches = [i for i in matches if i not in pieces]
     anchor_matches = _anchor_matches(query, regions, anchors)
     metric = frame.to_metric([r.geometry for r in regions])
     note = ""
@@ -318,7 +323,7 @@ def _rank_once(
     elif not chosen:
         note = f"no referent found: only {len(ranked_matches)} candidates match"
     values = [round(v, 3) for v in raw]
-    reasons = _reasons(regions, chosen, list(values), note, query, outside, fragments)
+    reasons = _reasons(regions, chosen, list(values), note, query, outside, pieces)
     return Ranking(measure, order, list(values), chosen, reasons, note)
 
 
@@ -339,6 +344,32 @@ def _fragments(regions: Sequence[Region], matches: list[int]) -> dict[int, str]:
         for i in matches
         if regions[i].area_m2 < FRAGMENT_SHARE * median
     }
+
+
+def _parts(regions: Sequence[Region], matches: list[int]) -> dict[int, str]:
+    """Matches that are part of a mended match (or that a mended match is part of).
+
+    A mended region grew to the whole object its piece belongs to; another piece of that object
+    is then no candidate of its own. Of two overlapping matches, the smaller is part of the
+    larger when at least :data:`ANCHOR_INSIDE` of it lies inside.
+    """
+    mended = [i for i in matches if regions[i].mended_from is not None]
+    if not mended:
+        return {}
+    tree = STRtree([regions[i].geometry for i in matches])
+    parts = {}
+    for index in mended:
+        shape = regions[index].geometry
+        for other in (matches[j] for j in tree.query(shape)):
+            small, large = sorted((index, other), key=lambda i: regions[i].area_m2)
+            if other == index or small in parts:
+                continue
+            piece = regions[small].geometry
+            if piece.intersection(regions[large].geometry).area >= ANCHOR_INSIDE * piece.area:
+                parts[small] = (
+                    f"rejected: part of a larger candidate ({regions[large].area_m2:.1f} m²)"
+                )
+    return parts
 
 
 def _reasons(

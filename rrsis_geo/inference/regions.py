@@ -13,7 +13,8 @@ coordinates are north up), a local UTM zone when it is geographic.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,25 @@ from shapely.geometry.base import BaseGeometry
 from rrsis_geo.geo.tiling import TileGrid
 from rrsis_geo.geo.vectorize import Candidate, VectorOptions, polygonize
 
-__all__ = ["PresenceMap", "Region", "SceneFrame", "Verdict", "find_regions"]
+__all__ = [
+    "AREA_TOLERANCE",
+    "RIVAL_SCORE",
+    "PresenceMap",
+    "Region",
+    "SceneFrame",
+    "Verdict",
+    "find_regions",
+]
+
+
+AREA_TOLERANCE = 0.8
+"""A region passes the size check down to this share of its category's smallest trained area:
+a mask runs a little inside its object's edge, so the smallest object's mask is a little smaller
+than the object."""
+
+RIVAL_SCORE = 0.2
+"""A region under its category's smallest area that reads at least this much as a category of
+its size (a bus read as a building) is taken for that one (see :attr:`Verdict.rival`)."""
 
 
 @dataclass(frozen=True)
@@ -35,30 +54,89 @@ class Verdict:
     Attributes:
         category: The category the region was found as (its pass's description names it).
         scores: Mean probability over the region, per category of the model's vocabulary,
-            each read on the same chip centred on the region.
+            each read on the same chip centred on the region; empty when the region was
+            rejected by its size before any was read.
         threshold: The score its own category needs (the model's foreground threshold): a
             region the model, looking straight at it, does not mark is a fragment.
+        area_m2: The region's area; None: not known.
+        areas: ``(smallest, largest)`` area in m² of each category's objects in the model's
+            training data (``ModelMetadata.category_areas_m2``); empty: no size check.
     """
 
     category: str
     scores: dict[str, float]
     threshold: float = 0.5
+    area_m2: float | None = None
+    areas: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    @property
+    def smallest_m2(self) -> float | None:
+        """The smallest trained area of the region's category, if known."""
+        known = self.areas.get(self.category)
+        return known[0] if known else None
+
+    @property
+    def too_small(self) -> bool:
+        """True when the region is far under the smallest object of its category (a speck)."""
+        smallest = self.smallest_m2
+        if self.area_m2 is None or smallest is None:
+            return False
+        return self.area_m2 < AREA_TOLERANCE * smallest
+
+    @property
+    def rival(self) -> str | None:
+        """Another category a region under its own category's smallest area is taken for.
+
+        An undersized region must read as nothing else: not as a category whose trained sizes
+        fit it at :data:`RIVAL_SCORE` (an 85 m² "building" that also reads as a vehicle is a
+        bus), nor as any other category at the threshold.
+        """
+        smallest, area = self.smallest_m2, self.area_m2
+        if area is None or smallest is None or area >= smallest:
+            return None
+
+        def fits(category: str) -> bool:
+            low, high = self.areas.get(category, (0.0, math.inf))
+            return AREA_TOLERANCE * low <= area <= high / AREA_TOLERANCE
+
+        rivals = [
+            c
+            for c, score in self.scores.items()
+            if c != self.category
+            and (score >= self.threshold or (score >= RIVAL_SCORE and fits(c)))
+        ]
+        return max(rivals, key=lambda c: self.scores[c], default=None)
 
     @property
     def reads_as(self) -> str:
-        """The category with the highest score (the region's own on a tie)."""
-        return max(self.scores, key=lambda c: (self.scores[c], c == self.category))
+        """The category with the highest score (the region's own on a tie or when unread)."""
+        return max(
+            self.scores, key=lambda c: (self.scores[c], c == self.category), default=self.category
+        )
 
     @property
     def accepted(self) -> bool:
-        """True when the region reads as its own category, at least at the threshold."""
-        return self.reads_as == self.category and self.scores[self.category] >= self.threshold
+        """True when the region reads as its own category, at threshold, and has its size."""
+        own = self.scores.get(self.category, 0.0)
+        sized = not self.too_small and self.rival is None
+        return sized and self.reads_as == self.category and own >= self.threshold
 
     @property
     def reason(self) -> str:
         """Why the region was rejected (empty when accepted)."""
         if self.accepted:
             return ""
+        if self.too_small:
+            return (
+                f"rejected: {self.area_m2:.1f} m² is far under the smallest {self.category} "
+                f"the model knows ({self.smallest_m2:.1f} m²)"
+            )
+        rival = self.rival
+        if rival is not None:
+            return (
+                f"rejected: {self.area_m2:.1f} m², under the smallest {self.category} "
+                f"({self.smallest_m2:.1f} m²), also reads as {rival} ({self.scores[rival]:.2f})"
+            )
         other = self.reads_as
         if other == self.category:
             return (
@@ -80,10 +158,13 @@ class Region(Candidate):
             gives no presence. (The polygon, scores and area are :class:`Candidate`'s.)
         verdict: How the region reads against the model's other categories, once checked
             (:mod:`~rrsis_geo.inference.verification`); None until then.
+        mended_from: The area (m²) the region had before the check mended it: the pass found a
+            piece of an object, the model centred on it the whole (None: not mended).
     """
 
     presence: float | None = None
     verdict: Verdict | None = None
+    mended_from: float | None = None
 
     @property
     def reads_as(self) -> tuple[str | None, float | None]:
@@ -91,7 +172,7 @@ class Region(Candidate):
         if self.verdict is None:
             return None, None
         category = self.verdict.reads_as
-        return category, self.verdict.scores[category]
+        return category, self.verdict.scores.get(category)
 
     @property
     def centroid(self) -> tuple[float, float]:

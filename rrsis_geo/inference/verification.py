@@ -6,7 +6,12 @@ wing in one of "The vehicle.". Ranked by "the smallest" or "the northernmost", s
 positive is exactly what wins. The check asks the model the question the other way round: on a
 chip centred on the region, which category of its vocabulary (``ModelMetadata.vocabulary``)
 covers the region best? A region that reads as another category is rejected
-(:class:`~rrsis_geo.inference.regions.Verdict`).
+(:class:`~rrsis_geo.inference.regions.Verdict`). So is a region far smaller than any object of
+its category the model was trained on (``ModelMetadata.category_areas_m2``), unless the model,
+centred on it, sees it as part of a whole object of its category: then the region is *mended*
+to that object (the pass found a piece of a wing; the chip shows the airplane). A region a
+little under its category's smallest that also reads as a category of its size is that one (a
+bus is no building).
 
 The check is not a second tiling loop: it reads one chip per region it is asked about (all the
 categories in one model call, the chip seen once by the vision encoder), and the
@@ -19,15 +24,18 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from rasterio.features import rasterize
+from rasterio.features import rasterize, shapes
 from rasterio.windows import Window
+from shapely.geometry import shape
+from shapely.ops import unary_union
 
 from rrsis_geo.geo.normalization import SceneStatistics
 from rrsis_geo.geo.reading import OpenedScene, has_nodata
+from rrsis_geo.geo.vectorize import areas_m2
 from rrsis_geo.inference.model import SegmentationModel, encode_sentence, predict_many
 from rrsis_geo.inference.regions import Region, Verdict
 
@@ -70,6 +78,9 @@ class CandidateChecker:
         tile_size: Chip side in pixels (the model's tile).
         batch_size: Chips per model call.
         threshold: The score a region's own category needs (the passes' threshold).
+        areas: ``(smallest, largest)`` area in m² of each category's objects in the model's
+            training data (``ModelMetadata.category_areas_m2``); a category without one has
+            no size check.
     """
 
     def __init__(
@@ -81,9 +92,11 @@ class CandidateChecker:
         tile_size: int,
         batch_size: int = 8,
         threshold: float = 0.5,
+        areas: Mapping[str, tuple[float, float]] | None = None,
     ) -> None:
         self.scene, self.model, self.statistics = scene, model, statistics
         self.vocabulary = tuple(vocabulary)
+        self.areas = dict(areas or {})
         self.tile_size, self.batch_size = tile_size, max(1, batch_size)
         self.threshold = threshold
         self._encoded: dict[str, Any] = {}
@@ -101,33 +114,71 @@ class CandidateChecker:
         if category is None or not todo:
             return
         started = time.perf_counter()
+        self.regions_checked += len(todo)
         for first in range(0, len(todo), self.batch_size):
             batch = todo[first : first + self.batch_size]
-            chips, masks = self._chips(batch)
+            chips, masks, windows = self._chips(batch)
             encodings = [self._encode(c) for c in self.vocabulary]
             predictions = predict_many(self.model, chips, encodings)
             self.forwards += len(chips) * len(encodings)
-            scores = {
-                category: _mean_under(prediction.probabilities, masks)
-                for category, prediction in zip(self.vocabulary, predictions, strict=True)
-            }
+            own = predictions[self.vocabulary.index(category)].probabilities
             for index, region in enumerate(batch):
-                found = {c: s[index] for c, s in scores.items()}
-                region.verdict = Verdict(category, found, self.threshold)
-        self.regions_checked += len(todo)
+                mask = masks[index]
+                speck = Verdict(category, {}, self.threshold, region.area_m2, self.areas)
+                if speck.too_small:
+                    mask = self._mend(region, own[index] >= self.threshold, mask, windows[index])
+                scores = {
+                    c: _mean_under(prediction.probabilities[index], mask)
+                    for c, prediction in zip(self.vocabulary, predictions, strict=True)
+                }
+                region.verdict = Verdict(
+                    category, scores, self.threshold, region.area_m2, self.areas
+                )
         self.seconds += time.perf_counter() - started
+
+    def _mend(
+        self, region: Region, marked: np.ndarray, mask: np.ndarray, window: Window
+    ) -> np.ndarray:
+        """Grow a speck to the object it is part of on its chip; the mask to read scores under.
+
+        The object is every connected part of the chip's own-category mask that the speck
+        touches. A speck the chip shows no larger stays as it is (and is rejected as a speck).
+        """
+        height, width = int(window.height), int(window.width)
+        transform = self.scene.dataset.window_transform(window)
+        found = shapes(
+            marked[:height, :width].astype(np.uint8),
+            mask=marked[:height, :width],
+            transform=transform,
+        )
+        touching = [shape(g) for g, _ in found if shape(g).intersects(region.geometry)]
+        if not touching:
+            return mask
+        geometry = unary_union(touching)
+        area = areas_m2([geometry], self.scene.dataset.crs)[0]
+        if area <= region.area_m2:
+            return mask
+        region.mended_from, region.area_m2 = region.area_m2, area
+        region.geometry = geometry
+        whole = np.zeros_like(mask)
+        whole[:height, :width] = rasterize(
+            touching, out_shape=(height, width), transform=transform, dtype="uint8"
+        ).astype(bool)
+        return whole
 
     def _encode(self, category: str) -> Any:
         if category not in self._encoded:
             self._encoded[category] = encode_sentence(self.model, f"The {category}.", True)
         return self._encoded[category]
 
-    def _chips(self, regions: Sequence[Region]) -> tuple[np.ndarray, list[np.ndarray]]:
+    def _chips(
+        self, regions: Sequence[Region]
+    ) -> tuple[np.ndarray, list[np.ndarray], list[Window]]:
         dataset, size = self.scene.dataset, self.tile_size
         bands = list(self.scene.bands)
         inverse = ~dataset.transform
         chips = np.zeros((len(regions), len(bands), size, size), dtype=np.float32)
-        masks = []
+        masks, windows = [], []
         nodata = has_nodata(dataset, bands)
         for index, region in enumerate(regions):
             corners = [inverse * xy for xy in region.geometry.envelope.exterior.coords]
@@ -149,11 +200,10 @@ class CandidateChecker:
                 dtype="uint8",
             ).astype(bool)
             masks.append(mask)
-        return chips, masks
+            windows.append(window)
+        return chips, masks, windows
 
 
-def _mean_under(probabilities: np.ndarray, masks: list[np.ndarray]) -> list[float]:
-    """Mean probability under each chip's region mask (0 for an empty mask)."""
-    return [
-        float(probabilities[i][mask].mean()) if mask.any() else 0.0 for i, mask in enumerate(masks)
-    ]
+def _mean_under(probabilities: np.ndarray, mask: np.ndarray) -> float:
+    """Mean probability under a chip's region mask (0 for an empty mask)."""
+    return float(probabilities[mask].mean()) if mask.any() else 0.0

@@ -121,6 +121,9 @@ class CroBIMConfig:
             tank", "ship"...), named as its training sentences name them. The scene strategy
             checks each candidate against them (:mod:`~rrsis_geo.inference.verification`);
             empty: no check.
+        category_areas_m2: The smallest and largest area (m²) of each vocabulary category's
+            objects in the training data: a candidate far smaller than any object of its
+            category the model was trained on is a piece or another object, not a referent.
     """
 
     name: str = "crobim-lite"
@@ -153,6 +156,7 @@ class CroBIMConfig:
     tile_overlap: int = 64
     tile_margin: int = 16
     vocabulary: tuple[str, ...] = ()
+    category_areas_m2: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def metadata(self, sha256: str | None = None) -> ModelMetadata:
         """What the scene pipeline needs to know about a model of this config."""
@@ -167,6 +171,7 @@ class CroBIMConfig:
             threshold=self.threshold,
             sha256=sha256,
             vocabulary=self.vocabulary,
+            category_areas_m2=dict(self.category_areas_m2),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -185,6 +190,8 @@ class CroBIMConfig:
         values["text"] = TextEncoderConfig(**values.get("text", {}))
         if "normalization" in values:
             values["normalization"] = NormalizationSpec.from_dict(values["normalization"])
+        areas = values.get("category_areas_m2", {})
+        values["category_areas_m2"] = {c: (float(lo), float(hi)) for c, (lo, hi) in areas.items()}
         return cls(**_tuples(values))
 
 

@@ -114,6 +114,11 @@ def build_model_config(config: TrainConfig) -> CroBIMConfig:
         raise InputError(f"unknown model_overrides: {', '.join(unknown)}")
     if "normalization" in overrides:
         overrides["normalization"] = NormalizationSpec.from_dict(overrides["normalization"])
+    if "category_areas_m2" in overrides:
+        areas = overrides["category_areas_m2"]
+        overrides["category_areas_m2"] = {
+            c: (float(lo), float(hi)) for c, (lo, hi) in areas.items()
+        }
     for key, value in overrides.items():
         setattr(model_config, key, tuple(value) if isinstance(value, list) else value)
     model_config.name = config.name

@@ -65,6 +65,8 @@ def test_largest_tank_with_candidates_and_explain(tmp_path):
     assert summary["tiles"]["checked_regions"] >= 1
     assert summary["tiles"]["check_forwards"] == 7 * summary["tiles"]["checked_regions"]
     assert summary["choice"]["top"][0]["reads_as"] == "storage tank"
+    assert layer["mended_from_m2"].isna().iloc[0]  # a whole tank, not a mended piece
+    assert summary["choice"]["top"][0]["mended_from_m2"] is None
 
 
 def test_no_check_and_own_vocabulary(tmp_path):

@@ -10,8 +10,10 @@ import geopandas as gpd
 import pytest
 import shapely
 
-from rrsis_geo.data.synth import scene_paths, write_chips
-from rrsis_geo.inference.model import DEFAULT_MODEL, default_model
+from rrsis_geo.data.synth import CATEGORIES, category_areas_m2, scene_paths, write_chips
+from rrsis_geo.inference.model import DEFAULT_MODEL, default_model, load_model
+from rrsis_geo.training.config import load_config
+from rrsis_geo.training.trainer import build_model_config
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "synthetic_scene.tif"
@@ -41,6 +43,16 @@ def test_default_model_ships_small_and_half_precision():
     run = rrsis("models", "info", DEFAULT_MODEL)
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout)["weights"]["sha256_ok"] is True
+
+
+def test_default_model_declares_the_sizes_of_the_world_it_was_trained_on():
+    metadata = load_model(DEFAULT_MODEL, "cpu").metadata
+    assert metadata.vocabulary == CATEGORIES
+    assert metadata.category_areas_m2 == category_areas_m2()
+    recipe = build_model_config(load_config(ROOT / "models" / "configs" / f"{DEFAULT_MODEL}.yaml"))
+    assert recipe.category_areas_m2 == category_areas_m2()  # a retrained model keeps them
+    smallest, largest = metadata.category_areas_m2["building"]
+    assert smallest == 88.2 and largest > 10 * smallest  # 14 m x 6.3 m, up to 42 m x 40 m
 
 
 def test_readme_main_command_finds_the_largest_tank(tmp_path):

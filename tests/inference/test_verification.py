@@ -200,3 +200,70 @@ def test_a_speck_is_a_fragment_not_the_smallest():
     # A sentence without scene words keeps the model's own choice, specks included.
     own = rank_regions(parse_sentence("the building"), regions, FRAME)
     assert not own.reasons[4].startswith("rejected")
+
+
+AREAS = {"building": (100.0, 1600.0), "vehicle": (12.0, 88.0), "tennis court": (580.0, 800.0)}
+
+
+def test_verdict_far_under_the_smallest_trained_object_is_a_speck():
+    speck = Verdict("building", {}, 0.5, 40.0, AREAS)
+    assert speck.too_small and not speck.accepted and speck.reads_as == "building"
+    assert speck.reason == (
+        "rejected: 40.0 m² is far under the smallest building the model knows (100.0 m²)"
+    )
+    scores = {"building": 0.9, "vehicle": 0.1}
+    assert Verdict("building", scores, 0.5, 85.0, AREAS).accepted  # a small building
+    assert Verdict("building", scores, 0.5, 40.0).accepted  # no size known: no size check
+
+
+def test_verdict_a_little_under_the_smallest_that_reads_as_a_category_of_its_size_is_that_one():
+    bus = Verdict("building", {"building": 0.83, "vehicle": 0.22}, 0.5, 85.0, AREAS)
+    assert bus.rival == "vehicle" and not bus.accepted
+    assert bus.reason == (
+        "rejected: 85.0 m², under the smallest building (100.0 m²), also reads as vehicle (0.22)"
+    )
+    # A category that does not fit the region's size is a rival only at the threshold; one the
+    # model hardly reads is none; a region of its category's size has no rival.
+    court = Verdict("building", {"building": 0.8, "tennis court": 0.4}, 0.5, 85.0, AREAS)
+    strong = Verdict("building", {"building": 0.8, "tennis court": 0.52}, 0.5, 85.0, AREAS)
+    faint = Verdict("building", {"building": 0.8, "vehicle": 0.1}, 0.5, 85.0, AREAS)
+    big = Verdict("building", {"building": 0.8, "vehicle": 0.6}, 0.5, 120.0, AREAS)
+    assert court.accepted and faint.accepted and big.accepted
+    assert strong.rival == "tennis court" and not strong.accepted
+
+
+def test_checker_mends_a_piece_of_an_object_and_rejects_a_speck_of_ground(example_checker):
+    checker, objects = example_checker
+    tanks = objects[objects["category"] == "storage tank"]
+    smallest = float(tanks.geometry.area.min())
+    sized = CandidateChecker(
+        checker.scene, checker.model, checker.statistics, checker.vocabulary, 320,
+        areas={"storage tank": (smallest, 10 * smallest)},
+    )  # fmt: skip
+    tank = tanks.geometry.iloc[0]
+    piece = tank.centroid.buffer(0.15 * smallest**0.5)  # a few per cent of the tank
+    bounds = box(*checker.scene.dataset.bounds)
+    ground = next(
+        point.buffer(0.15 * smallest**0.5)
+        for point in (
+            bounds.centroid,
+            *(bounds.exterior.interpolate(f, normalized=True) for f in (0.1, 0.3)),
+        )
+        if objects.distance(point).min() > 60
+    )
+    regions = [Region(piece, 1.0, 1.0, piece.area), Region(ground, 1.0, 1.0, ground.area)]
+    sized(regions, "white storage tank")
+    mended, speck = regions
+    assert mended.mended_from == piece.area and mended.verdict.accepted
+    assert mended.geometry.intersection(tank).area / mended.geometry.union(tank).area > 0.7
+    assert speck.mended_from is None and speck.verdict.too_small and not speck.verdict.accepted
+    assert sized.regions_checked == 2 and sized.forwards == 2 * len(sized.vocabulary)
+
+
+def test_a_mended_region_takes_in_the_other_pieces_of_its_object():
+    whole = Region(box(0, 0, 20, 10), 0.9, 0.9, 200.0, mended_from=4.0)  # grown from a speck
+    piece = Region(box(12, 0, 20, 10), 0.9, 0.9, 80.0)  # another piece the pass found
+    other = Region(box(100, 0, 110, 10), 0.9, 0.9, 100.0)
+    ranking = rank_regions(parse_sentence("the smallest building"), [whole, piece, other], FRAME)
+    assert ranking.chosen == [2]
+    assert ranking.reasons[1] == "rejected: part of a larger candidate (200.0 m²)"

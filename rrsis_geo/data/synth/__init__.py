@@ -14,7 +14,15 @@ from rrsis_geo.data.synth.export import (
     write_scene,
 )
 from rrsis_geo.data.synth.expressions import EXPRESSION_TYPES, Expression, make_expressions
-from rrsis_geo.data.synth.world import CATEGORIES, GSD, Road, World, WorldObject, render_world
+from rrsis_geo.data.synth.world import (
+    CATEGORIES,
+    GSD,
+    Road,
+    World,
+    WorldObject,
+    category_areas_m2,
+    render_world,
+)
 
 __all__ = [
     "CATEGORIES",
@@ -26,6 +34,7 @@ __all__ = [
     "Road",
     "World",
     "WorldObject",
+    "category_areas_m2",
     "chip_world",
     "make_expressions",
     "render_world",

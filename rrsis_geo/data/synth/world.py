@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 import rasterio.features
@@ -24,7 +25,15 @@ from PIL import Image
 from shapely.geometry import LineString, Polygon
 from shapely.geometry.base import BaseGeometry
 
-__all__ = ["CATEGORIES", "GSD", "Road", "World", "WorldObject", "render_world"]
+__all__ = [
+    "CATEGORIES",
+    "GSD",
+    "Road",
+    "World",
+    "WorldObject",
+    "category_areas_m2",
+    "render_world",
+]
 
 GSD = 0.3
 """Ground resolution of the synthetic world in metres per pixel."""
@@ -365,6 +374,35 @@ def _shape(rng: np.random.Generator, category: str, length: float) -> Polygon:
     }[category]
     width = length * rng.uniform(*ratio)
     return shapely.box(-length / 2, -width / 2, length / 2, width / 2)
+
+
+class _EndOfRange:
+    """Stands in for the generator in :func:`_shape`: every proportion at one end of its range."""
+
+    def __init__(self, high: bool) -> None:
+        self.high = high
+
+    def uniform(self, low: float, high: float) -> float:
+        return high if self.high else low
+
+
+def category_areas_m2() -> dict[str, tuple[float, float]]:
+    """``(smallest, largest)`` area in m² an object of each category can have in this world.
+
+    The outline at the short end of :data:`SIZES_M` with every proportion (width, wing span,
+    beam) at its low end, and at the long end with every one at its high end: a shape's area
+    grows with each of them. A model trained on this world declares these
+    (``category_areas_m2`` in its config), so that the scene strategy knows a speck from the
+    smallest storage tank.
+    """
+    areas = {}
+    for category, (low, high) in SIZES_M.items():
+        ends = [
+            _shape(cast(np.random.Generator, _EndOfRange(big)), category, length / GSD).area
+            for big, length in ((False, low), (True, high))
+        ]
+        areas[category] = (round(ends[0] * GSD**2, 1), round(ends[1] * GSD**2, 1))
+    return areas
 
 
 def _place(
