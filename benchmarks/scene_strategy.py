@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -69,6 +70,38 @@ def measure(scene: Path, sentence: str, strategy: str, folder: Path) -> dict:
     }
 
 
+def forward_shares(repeat: int = 3) -> dict[str, float]:
+    """Seconds of one model call on a batch of 8 tiles: the vision encoder alone, one sentence,
+    two sentences sharing the vision pass (what a relation's description and anchor cost)."""
+    import numpy as np
+    import torch
+
+    from rrsis_geo.inference.model import default_model, encode_sentence, load_model, predict_many
+
+    model = load_model(str(default_model()), "cpu")
+    tiles = np.random.default_rng(0).random((8, 3, 320, 320), dtype=np.float32)
+    one = [encode_sentence(model, "The storage tank.", True)]
+    two = [*one, encode_sentence(model, "The building.", True)]
+    images = torch.from_numpy(tiles).contiguous(memory_format=torch.channels_last)
+
+    def best(call: Any) -> float:
+        call()
+        times = []
+        for _ in range(repeat):
+            started = time.perf_counter()
+            call()
+            times.append(time.perf_counter() - started)
+        return round(min(times), 3)
+
+    with torch.inference_mode():
+        vision = best(lambda: model.model.vision(images))  # type: ignore[attr-defined]
+    return {
+        "vision": vision,
+        "one": best(lambda: predict_many(model, tiles, one)),
+        "two": best(lambda: predict_many(model, tiles, two)),
+    }
+
+
 def main() -> None:
     """Measure and print; write the doc section unless --no-doc."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -97,6 +130,9 @@ def main() -> None:
             ratio = scene_run["wall_s"] / tile["wall_s"]
             rows.append((size, kind, sentence, tile, scene_run, ratio))
             print(f"{size} px {kind}: tile {tile} scene {scene_run} ratio {ratio:.2f}", flush=True)
+    shares = forward_shares()
+    print(f"one model call on 8 tiles: {shares}", flush=True)
+    relation = next((f"{r[5]:.2f}x" for r in rows if r[1] == "relation"), "more than")
     lines = [
         "## Scene strategy: cost against the per-tile run",
         "",
@@ -126,7 +162,15 @@ def main() -> None:
         "choice, read for each category of the model's vocabulary in one call. A relation also "
         "needs its anchor's map: both sentences run in the same tiling loop, the tiles read "
         "once and seen once by the vision encoder (`CroBIMPredictor.predict_many`), so the "
-        "anchor costs the text-conditioned part of the network only.",
+        "anchor costs the text-conditioned part of the network only; a call holds "
+        "`--batch-size` tile-sentence pairs (4 tiles of both sentences), since on this CPU a "
+        "call on twice the batch costs more than twice as much. In the default model the "
+        f"text-conditioned part is most of the network: one call on 8 tiles took {shares['one']} "
+        f"s, of which the vision encoder {shares['vision']} s, and the same 8 tiles with a "
+        f"second sentence {shares['two']} s (same run, best of 3). A relation costs {relation} "
+        "the per-tile run here "
+        "(issue #14 asks for at most 1.3x); bounding it further needs the anchor predicted only "
+        "on the tiles that can decide the answer (near the candidates), not on every tile.",
     ]
     body = "\n".join(lines)
     print(body)

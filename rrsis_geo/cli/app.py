@@ -160,7 +160,10 @@ def segment(
             min=0,
         ),
     ] = None,
-    batch_size: Annotated[int, typer.Option(help="Tiles per model call.", min=1)] = 8,
+    batch_size: Annotated[
+        int,
+        typer.Option(help="Tiles per model call (tile-sentence pairs in a shared pass).", min=1),
+    ] = 8,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
     threshold: Annotated[
         float | None,

@@ -152,7 +152,9 @@ def predict_scene(
         grid: The tile grid over ``scene.dataset``.
         statistics: The scene's normalization.
         sink: Receives finished rows (see :data:`~rrsis_geo.geo.stitching.RowSink`).
-        batch_size: Tiles per model call.
+        batch_size: Tile-sentence pairs per model call: with ``shared`` sentences a call holds
+            ``batch_size // (1 + len(shared))`` tiles, so that its memory and cost stay those of
+            one sentence's call (on a CPU a batch twice as large costs more than twice).
         progress: Optional progress callback.
         block_rows: Rows are emitted in multiples of this (the writers' block height).
         presence: Receives each tile's presence score, when the model gives one.
@@ -166,10 +168,11 @@ def predict_scene(
     channels = len(scene.bands)
     reader = StripReader(dataset, scene.bands, read_masks=has_nodata(dataset, scene.bands))
     floating = np.issubdtype(np.dtype(dataset.dtypes[0]), np.floating)
-    batch = np.zeros((max(1, batch_size), channels, size, size), dtype=np.float32)
+    sentences = [SharedSentence(encoded, sink, presence), *shared]
+    tiles_per_call = max(1, batch_size // len(sentences))
+    batch = np.zeros((tiles_per_call, channels, size, size), dtype=np.float32)
     pending: list[tuple[Tile, np.ndarray | None]] = []  # valid mask None: all valid
     counts = TileCounts(total=len(grid))
-    sentences = [SharedSentence(encoded, sink, presence), *shared]
 
     def flush() -> None:
         predicted = [tile for tile, _ in pending]
@@ -298,7 +301,7 @@ class SegmentOptions:
         tile_size: Tile side in pixels.
         overlap: Pixels shared by consecutive tiles.
         margin: Pixels discarded on interior tile sides.
-        batch_size: Tiles per model call.
+        batch_size: Tile-sentence pairs per model call (see :func:`predict_scene`).
         threshold: Probability at or above which a pixel is foreground.
         gsd: Ground resolution to resample to (metres per pixel); 0 keeps the native one.
         percentiles: Force a percentile stretch with these percentiles.
@@ -544,7 +547,7 @@ class PassRunner:
         stack: Owns the work rasters.
         beside: Work rasters are written beside this path.
         tags: Metadata tags of the work rasters.
-        batch_size: Tiles per model call.
+        batch_size: Tile-sentence pairs per model call (see :func:`predict_scene`).
         progress: Optional progress callback (per pass).
         vocabulary: The categories :meth:`check` tells apart (empty: no check).
         areas: The trained area range of each category (``ModelMetadata.category_areas_m2``).

@@ -76,7 +76,7 @@ class CandidateChecker:
         statistics: The scene's normalization (the passes').
         vocabulary: The categories to tell apart.
         tile_size: Chip side in pixels (the model's tile).
-        batch_size: Chips per model call.
+        batch_size: Chip-category pairs per model call.
         threshold: The score a region's own category needs (the passes' threshold).
         areas: ``(smallest, largest)`` area in m² of each category's objects in the model's
             training data (``ModelMetadata.category_areas_m2``); a category without one has
@@ -115,8 +115,10 @@ class CandidateChecker:
             return
         started = time.perf_counter()
         self.regions_checked += len(todo)
-        for first in range(0, len(todo), self.batch_size):
-            batch = todo[first : first + self.batch_size]
+        # Like a pass's, a call holds batch_size chip-category pairs (see predict_scene).
+        per_call = max(1, self.batch_size // len(self.vocabulary))
+        for first in range(0, len(todo), per_call):
+            batch = todo[first : first + per_call]
             chips, masks, windows = self._chips(batch)
             encodings = [self._encode(c) for c in self.vocabulary]
             predictions = predict_many(self.model, chips, encodings)

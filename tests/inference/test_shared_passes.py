@@ -63,10 +63,12 @@ def test_a_shared_loop_writes_what_one_loop_per_sentence_writes(model, kind):
         together = [_Rows(*shape) for _ in sentences]
         encoded = [chosen.encode_expression(s) for s in sentences]
         counts = predict_scene(
-            scene, chosen, encoded[0], grid, statistics, together[0],
+            scene, chosen, encoded[0], grid, statistics, together[0], batch_size=6,
             shared=[SharedSentence(e, r) for e, r in zip(encoded[1:], together[1:], strict=True)],
         )  # fmt: skip
     assert counts.predicted == len(grid)
+    # A call holds batch_size tile-sentence pairs: 6 // 3 sentences = 2 tiles.
+    assert counts.batches == -(-len(grid) // 2)
     for single, shared in zip(alone, together, strict=True):
         assert not np.isnan(shared.values).any()
         np.testing.assert_allclose(shared.values, single, atol=2e-3)
