@@ -586,6 +586,10 @@ class PassRunner:
         if self.checker.vocabulary:
             self.checker(regions, description)
 
+    def judges_size(self, description: str) -> bool:
+        """True when :meth:`check` knows the trained sizes of the description's category."""
+        return bool(self.checker.vocabulary) and self.checker.judges_size(description)
+
     def __call__(self, sentence: str, instances: bool) -> list[Region]:
         """The regions of ``sentence``; ``instances`` asks the model for every instance."""
         return self.run(sentence, instances).regions

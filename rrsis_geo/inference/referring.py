@@ -183,6 +183,7 @@ def rank_regions(
     frame: SceneFrame,
     anchors: Sequence[Region] | None = None,
     check: CheckRegions | None = None,
+    fragments: bool = True,
 ) -> Ranking:
     """Rank the regions of a scene by what the sentence asks and choose its referent(s).
 
@@ -191,8 +192,9 @@ def rank_regions(
     match, a piece the check mended to its whole object takes in the other pieces of it, and
     the ranking is made again, until every region that decides it has been checked. Each round
     checks at least one new region, so this ends; only the regions about to be chosen cost a
-    check. Without ``check``, fragments (matches under :data:`FRAGMENT_SHARE` of the matches'
-    median area) are no candidates: the check judges sizes by what the model was trained on.
+    check. Fragments (matches under :data:`FRAGMENT_SHARE` of the matches' median area) are no
+    candidates, unless the check judges sizes by what the model was trained on: then a speck
+    goes to the check, which mends it to its object or rejects it.
 
     Args:
         query: How the sentence was read.
@@ -200,6 +202,8 @@ def rank_regions(
         frame: The scene's metric, north-up frame.
         anchors: For relations, the regions of the anchor ("the road").
         check: Checks regions of a description; None: no check.
+        fragments: Drop fragments by the median rule (False when ``check`` judges the
+            description's sizes, see :meth:`ScenePasses.judges_size`).
 
     Returns:
         The ranking; ``chosen`` is empty when no region matches (target absent), when a
@@ -207,7 +211,7 @@ def rank_regions(
     """
     asked: set[int] = set()
     while True:
-        ranking = _rank_once(query, regions, frame, anchors, fragments=check is None)
+        ranking = _rank_once(query, regions, frame, anchors, fragments)
         if check is None:
             return ranking
         targets = [r for r in _deciding(ranking, regions) if id(r) not in asked]
@@ -419,6 +423,9 @@ class ScenePasses(Protocol):
     def prefetch(self, keys: Sequence[tuple[str, bool]]) -> None:
         """Run the passes of these ``(sentence, instances)`` together (one tiling loop)."""
 
+    def judges_size(self, description: str) -> bool:
+        """True when :meth:`check` knows the trained sizes of the description's category."""
+
 
 @dataclass
 class Answer:
@@ -467,7 +474,8 @@ def scene_strategy(query: SceneQuery, passes: ScenePasses, frame: SceneFrame) ->
         passes.prefetch([(query.model_sentence, True), (query.anchor_sentence, True)])
     regions = passes(query.model_sentence, True)
     anchors = passes(query.anchor_sentence, True) if query.anchor_sentence else []
-    ranking = rank_regions(query, regions, frame, anchors, passes.check)
+    fragments = not passes.judges_size(query.description)
+    ranking = rank_regions(query, regions, frame, anchors, passes.check, fragments)
     return Answer(query, query.model_sentence, True, regions, ranking, anchors, True)
 
 

@@ -138,6 +138,10 @@ class CandidateChecker:
                 )
         self.seconds += time.perf_counter() - started
 
+    def judges_size(self, description: str) -> bool:
+        """True when the description names a category whose trained sizes are known."""
+        return description_category(description, self.vocabulary) in self.areas
+
     def _mend(
         self, region: Region, marked: np.ndarray, mask: np.ndarray, window: Window
     ) -> np.ndarray:
@@ -153,7 +157,8 @@ class CandidateChecker:
             mask=marked[:height, :width],
             transform=transform,
         )
-        touching = [shape(g) for g, _ in found if shape(g).intersects(region.geometry)]
+        parts = [shape(geometry) for geometry, _ in found]
+        touching = [part for part in parts if part.intersects(region.geometry)]
         if not touching:
             return mask
         geometry = unary_union(touching)

@@ -9,6 +9,7 @@ The named configs (:data:`NAMED_CONFIGS`) are architectures, not trained models:
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +21,7 @@ __all__ = [
     "CroBIMConfig",
     "TextEncoderConfig",
     "VisionEncoderConfig",
+    "area_ranges",
     "named_config",
 ]
 
@@ -190,9 +192,13 @@ class CroBIMConfig:
         values["text"] = TextEncoderConfig(**values.get("text", {}))
         if "normalization" in values:
             values["normalization"] = NormalizationSpec.from_dict(values["normalization"])
-        areas = values.get("category_areas_m2", {})
-        values["category_areas_m2"] = {c: (float(lo), float(hi)) for c, (lo, hi) in areas.items()}
+        values["category_areas_m2"] = area_ranges(values.get("category_areas_m2", {}))
         return cls(**_tuples(values))
+
+
+def area_ranges(raw: Mapping[str, Sequence[float]]) -> dict[str, tuple[float, float]]:
+    """``category_areas_m2`` as read from JSON or YAML (lists) in its typed form."""
+    return {category: (float(low), float(high)) for category, (low, high) in raw.items()}
 
 
 def _tuples(values: dict[str, Any]) -> dict[str, Any]:

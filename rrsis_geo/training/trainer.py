@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from rrsis_geo.errors import InputError
 from rrsis_geo.geo.normalization import NormalizationSpec
 from rrsis_geo.geo.writers import atomic_output
-from rrsis_geo.nn.config import CroBIMConfig, named_config
+from rrsis_geo.nn.config import CroBIMConfig, area_ranges, named_config
 from rrsis_geo.nn.crobim import CroBIM
 from rrsis_geo.nn.encoders import load_tokenizer
 from rrsis_geo.nn.losses import segmentation_loss
@@ -115,10 +115,7 @@ def build_model_config(config: TrainConfig) -> CroBIMConfig:
     if "normalization" in overrides:
         overrides["normalization"] = NormalizationSpec.from_dict(overrides["normalization"])
     if "category_areas_m2" in overrides:
-        areas = overrides["category_areas_m2"]
-        overrides["category_areas_m2"] = {
-            c: (float(lo), float(hi)) for c, (lo, hi) in areas.items()
-        }
+        overrides["category_areas_m2"] = area_ranges(overrides["category_areas_m2"])
     for key, value in overrides.items():
         setattr(model_config, key, tuple(value) if isinstance(value, list) else value)
     model_config.name = config.name

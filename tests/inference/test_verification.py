@@ -267,3 +267,31 @@ def test_a_mended_region_takes_in_the_other_pieces_of_its_object():
     ranking = rank_regions(parse_sentence("the smallest building"), [whole, piece, other], FRAME)
     assert ranking.chosen == [2]
     assert ranking.reasons[1] == "rejected: part of a larger candidate (200.0 m²)"
+
+
+def test_a_check_without_sizes_keeps_the_median_rule_one_with_sizes_mends_the_speck():
+    regions = [Region(box(100 * i, 0, 100 * i + 10, 10), 0.9, 0.95, 100.0) for i in range(4)]
+    regions.append(Region(box(900, 0, 902, 2), 0.9, 0.95, 4.0))  # a speck of a building
+    asked = []
+
+    def check(found, description):  # reads every region as a building, sizes unknown
+        asked.extend(found)
+        for region in found:
+            region.verdict = Verdict(description, {description: 0.9})
+
+    query = parse_sentence("the smallest building")
+    kept = rank_regions(query, regions, FRAME, check=check)  # median rule on by default
+    assert kept.chosen == [0] and regions[4] not in asked
+    assert kept.reasons[4].startswith("rejected: a fragment")
+
+    def mend(found, description):  # knows sizes: the speck is grown to its building
+        for region in found:
+            if region.area_m2 < 80:
+                region.mended_from, region.area_m2 = region.area_m2, 90.0
+                region.geometry = box(895, 0, 904, 10)
+            region.verdict = Verdict(description, {description: 0.9}, 0.5, region.area_m2, AREAS)
+
+    for region in regions:
+        region.verdict = None
+    mended = rank_regions(query, regions, FRAME, check=mend, fragments=False)
+    assert mended.chosen == [4] and regions[4].mended_from == 4.0
