@@ -1,6 +1,6 @@
 """Accuracy of the shipped default model on the held-out synthetic test split, into its card.
 
-Runs ``rrsis eval`` of ``models/crobim-lite-synth`` on the test split (seed 2026, a seed that
+Runs ``rrsis eval`` of ``rrsis_geo/models/crobim-lite-synth`` on the test split (seed 2026, a seed that
 training and validation never used), once overall and by expression kind, reads the training
 run's log for its wall time, and writes the figures into ``models/crobim-lite-synth.md``
 between ``<!-- figures:begin/end -->``.
@@ -128,7 +128,7 @@ def training_summary(run_dir: Path) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="models/crobim-lite-synth")
+    parser.add_argument("--model", default="rrsis_geo/models/crobim-lite-synth")
     parser.add_argument("--data", type=Path, default=ROOT / "data" / "synth")
     parser.add_argument("--split", default="test")
     parser.add_argument("--run", type=Path, default=None, help="Training run folder.")

@@ -61,7 +61,12 @@ class ProgressFormat(str, Enum):
 
 def _version_callback(value: bool) -> None:
     if value:
-        typer.echo(f"rrsis {__version__}")
+        from rrsis_geo.models import DEFAULT_MODEL, default_model, weights_sha256
+
+        folder = default_model()
+        digest = weights_sha256(folder) if folder is not None else None
+        shipped = f"sha256 {digest}" if digest else "missing from this install"
+        typer.echo(f"rrsis {__version__}, default model {DEFAULT_MODEL} {shipped}")
         raise typer.Exit()
 
 
@@ -592,16 +597,14 @@ def models_list(
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """List the shipped trained models and the named CroBIM configs (architectures)."""
-    from rrsis_geo.inference.model import DEFAULT_MODEL, SHIPPED_MODELS, shipped_model
+    from rrsis_geo.models import DEFAULT_MODEL, SHIPPED_MODELS, shipped_model_names
     from rrsis_geo.nn.config import NAMED_CONFIGS, CroBIMConfig
     from rrsis_geo.nn.crobim import load_checkpoint_config
 
     entries: list[tuple[str, str, CroBIMConfig]] = []
-    folders = sorted(SHIPPED_MODELS.iterdir()) if SHIPPED_MODELS.is_dir() else []
-    for folder in folders:
-        if shipped_model(folder.name) is not None:
-            document = load_checkpoint_config(folder)
-            entries.append((folder.name, "trained", CroBIMConfig.from_dict(document["config"])))
+    for name in shipped_model_names():
+        document = load_checkpoint_config(SHIPPED_MODELS / name)
+        entries.append((name, "trained", CroBIMConfig.from_dict(document["config"])))
     entries += [(name, "config", build()) for name, build in NAMED_CONFIGS.items()]
     rows = [
         {

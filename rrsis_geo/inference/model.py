@@ -22,6 +22,7 @@ import numpy as np
 
 from rrsis_geo.errors import InputError
 from rrsis_geo.geo.normalization import NormalizationSpec
+from rrsis_geo.models import DEFAULT_MODEL, default_model, shipped_model
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -139,23 +140,6 @@ def predict_many(
 
 
 PYTHON_PREFIX = "python:"
-DEFAULT_MODEL = "crobim-lite-synth"
-"""The model ``rrsis segment`` runs when none is given (trained on synthetic scenes only)."""
-SHIPPED_MODELS = Path(__file__).resolve().parents[2] / "models"
-"""Where a clone (or an editable install) keeps its shipped models."""
-
-
-def shipped_model(name: str) -> Path | None:
-    """The folder of a model shipped in ``models/`` under ``name``, if there is one."""
-    if not name or "/" in name or "\\" in name or name.startswith("."):
-        return None
-    folder = SHIPPED_MODELS / name
-    return folder if (folder / "config.json").is_file() else None
-
-
-def default_model() -> Path | None:
-    """The shipped default model's folder, or None when this install has no ``models/``."""
-    return shipped_model(DEFAULT_MODEL)
 
 
 def load_model(spec: str, device: str = "auto") -> SegmentationModel:

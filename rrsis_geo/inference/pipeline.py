@@ -366,6 +366,7 @@ class SegmentResult:
     choice: dict[str, Any] = field(default_factory=dict)
     referent_found: bool = True
     passes: list[dict[str, Any]] = field(default_factory=list)
+    model_sha256: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -737,6 +738,7 @@ def segment(
         choice=answer.ranking.summary(answer.regions),
         referent_found=bool(answer.ranking.chosen),
         passes=[p.to_dict() for p in passes],
+        model_sha256=metadata.sha256,
     )
     for target in result.outputs:
         sidecar = Path(target).with_name(Path(target).name + ".json")

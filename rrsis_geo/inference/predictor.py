@@ -19,7 +19,8 @@ import torch.nn.functional as F
 
 from rrsis_geo.inference.model import ModelMetadata, TilePrediction
 from rrsis_geo.inference.torch_model import resolve_device
-from rrsis_geo.nn.crobim import CroBIM, TextState, file_sha256
+from rrsis_geo.models import weights_sha256
+from rrsis_geo.nn.crobim import CroBIM, TextState, resolve_checkpoint
 
 __all__ = ["CroBIMPredictor", "EveryInstance", "tokenize"]
 
@@ -77,12 +78,9 @@ class CroBIMPredictor:
         cls, name_or_path: str | Path, device: str = "auto", revision: str | None = None
     ) -> CroBIMPredictor:
         """Load a checkpoint folder or hub repo id (see :meth:`CroBIM.from_pretrained`)."""
-        model, tokenizer = CroBIM.from_pretrained(name_or_path, revision)
-        sha256 = None
-        path = Path(name_or_path)
-        if (path / "model.safetensors").is_file():
-            sha256 = file_sha256(path / "model.safetensors")
-        return cls(model, tokenizer, device, sha256)
+        folder = resolve_checkpoint(name_or_path, revision)
+        model, tokenizer = CroBIM.from_pretrained(folder)
+        return cls(model, tokenizer, device, weights_sha256(folder))
 
     def encode_expression(self, expression: str) -> TextState:
         """Tokenize and run the plain text pass once for the whole scene."""

@@ -19,7 +19,6 @@ sha256 of the weights), ``model.safetensors`` and ``tokenizer/``. No pickle is e
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Sequence
@@ -33,7 +32,7 @@ from torch import nn
 
 from rrsis_geo.errors import InputError
 from rrsis_geo.geo.writers import atomic_output
-from rrsis_geo.inference.model import shipped_model
+from rrsis_geo.models import file_sha256, shipped_model
 from rrsis_geo.nn.capm import CAPM, append_prompts
 from rrsis_geo.nn.config import NAMED_CONFIGS, CroBIMConfig, named_config
 from rrsis_geo.nn.encoders import TextEncoder, VisionEncoder, load_tokenizer
@@ -459,17 +458,8 @@ def _names(keys: list[str]) -> str:
     return f"{shown} (+{len(keys) - 5} more)" if len(keys) > 5 else shown
 
 
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def resolve_checkpoint(name_or_path: str | Path, revision: str | None = None) -> Path:
-    """A local checkpoint folder for a path, a model shipped in ``models/`` or a hub repo id.
+    """A local checkpoint folder for a path, a shipped model's name or a hub repo id.
 
     Raises:
         InputError: With what to do when nothing is found.

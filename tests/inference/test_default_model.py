@@ -101,7 +101,7 @@ def test_default_model_on_fresh_held_out_chips(tmp_path):
     assert results["miou"] >= 0.5, results["miou"]
 
 
-@pytest.mark.parametrize("name", ["crobim-lite", "../models/crobim-lite-synth"])
+@pytest.mark.parametrize("name", ["crobim-lite", "../rrsis_geo/models/crobim-lite-synth"])
 def test_only_folders_in_models_are_shipped_names(name):
     from rrsis_geo.inference.model import shipped_model
 
