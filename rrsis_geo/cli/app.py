@@ -30,6 +30,7 @@ from rrsis_geo.cli.common import (
     user_warnings,
 )
 from rrsis_geo.cli.data import data_app
+from rrsis_geo.cli.doctor import doctor
 from rrsis_geo.geo.formats import RASTER, VECTOR, suffixes
 
 RASTER_HELP = " ".join(suffixes(RASTER))
@@ -90,6 +91,7 @@ models_app = typer.Typer(
 )
 app.add_typer(models_app, name="models")
 app.add_typer(data_app, name="data")
+app.command()(doctor)
 
 
 def _parse_pair(text: str | None, option: str) -> tuple[float, float] | None:
