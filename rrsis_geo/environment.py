@@ -46,7 +46,7 @@ __all__ = [
 
 MODEL_VARIABLE = "RRSIS_MODEL"
 """The environment variable ``rrsis segment`` reads as its ``--model`` when none is given."""
-REINSTALL_FIX = "pip install --force-reinstall rrsis-geo from a clone (pip install .)"
+REINSTALL_FIX = "pip install --force-reinstall PATH/TO/rrsis_geo (its source folder or wheel)"
 DEFAULT_SUFFIXES = (".tif", ".gpkg")
 """A default run's outputs, when the pipeline cannot be imported to ask it."""
 PLUGIN_SETTING = "Settings > Options > Processing > Providers > Referring segmentation (rrsis)"
