@@ -170,6 +170,18 @@ SEGMENT_OPTIONS: tuple[CliOption, ...] = (
         advanced=True,
     ),
     CliOption(
+        "MAX_UPSAMPLING",
+        "--max-upsampling",
+        DECIMAL,
+        "Largest upsampling factor to the model's resolution",
+        4.0,
+        1.0,
+        advanced=True,
+        help="A scene coarser than the model's ground resolution (or the chosen one) by more "
+        "than this factor is refused rather than upsampled into many tiles of what the model "
+        "never saw.",
+    ),
+    CliOption(
         "PERCENTILES",
         "--percentiles",
         TEXT,

@@ -27,11 +27,13 @@ from rrsis_geo.cli.common import (
     TerminalProgress,
     command_errors,
     fail,
+    native_stderr,
     user_warnings,
 )
 from rrsis_geo.cli.data import data_app
 from rrsis_geo.cli.doctor import doctor
 from rrsis_geo.geo.formats import RASTER, VECTOR, suffixes
+from rrsis_geo.geo.reading import MAX_UPSAMPLING
 
 RASTER_HELP = " ".join(suffixes(RASTER))
 VECTOR_HELP = " ".join(suffixes(VECTOR))
@@ -195,6 +197,14 @@ def segment(
             min=0,
         ),
     ] = None,
+    max_upsampling: Annotated[
+        float,
+        typer.Option(
+            help="Refuse to upsample a scene coarser than --gsd (or the model's resolution) "
+            "by more than this factor.",
+            min=1.0,
+        ),
+    ] = MAX_UPSAMPLING,
     percentiles: Annotated[
         str | None,
         typer.Option(
@@ -279,7 +289,7 @@ def segment(
 
         for line in parse_sentence(expression).explain().splitlines():
             typer.echo(f"rrsis: reading: {line}", err=True)
-    with command_errors("no output written"), user_warnings(quiet):
+    with command_errors("no output written"), user_warnings(quiet), native_stderr():
         summary = _run_segment(
             input,
             expression,
@@ -303,6 +313,7 @@ def segment(
             strategy.value,
             candidates,
             _vocabulary(not no_check, vocabulary),
+            max_upsampling=max_upsampling,
         )
     if json_output:
         typer.echo(json.dumps(summary))
@@ -362,17 +373,13 @@ def _run_segment(
     strategy: str = "scene",
     candidates: Path | None = None,
     vocabulary: tuple[str, ...] | None = None,
+    max_upsampling: float = MAX_UPSAMPLING,
 ) -> dict[str, Any]:
-    from rrsis_geo.errors import InputError
     from rrsis_geo.geo.reading import parse_bands
     from rrsis_geo.geo.vectorize import VectorOptions
     from rrsis_geo.inference.model import load_model
-    from rrsis_geo.inference.pipeline import SegmentOptions, segment
+    from rrsis_geo.inference.pipeline import SegmentOptions, check_run, segment
 
-    if not expression.strip():
-        raise InputError("the expression is empty")
-    if not input.exists():
-        raise InputError(f"input not found: {input}")
     options = SegmentOptions(
         bands=parse_bands(bands),
         tile_size=tile_size,
@@ -381,6 +388,7 @@ def _run_segment(
         batch_size=batch_size,
         threshold=threshold,
         gsd=gsd,
+        max_upsampling=max_upsampling,
         percentiles=percentiles,
         raster_kind=raster_kind,
         vector=VectorOptions(sieve, simplify, min_area),
@@ -389,12 +397,16 @@ def _run_segment(
         candidates=candidates,
         vocabulary=vocabulary,
     )
+    # Everything that does not need the model is checked before it loads (seconds).
+    checked = check_run(input, expression, outputs, options)
     loaded = load_model(model_spec, device)
     if progress is ProgressFormat.json:
-        result = segment(input, expression, loaded, outputs, options, _json_progress, sys.argv)
+        result = segment(
+            input, expression, loaded, outputs, options, _json_progress, sys.argv, checked
+        )
     else:
         with TerminalProgress("tiles", progress is ProgressFormat.bar) as bar:
-            result = segment(input, expression, loaded, outputs, options, bar, sys.argv)
+            result = segment(input, expression, loaded, outputs, options, bar, sys.argv, checked)
     return result.to_dict()
 
 

@@ -28,6 +28,7 @@ __all__ = [
     "TerminalProgress",
     "command_errors",
     "fail",
+    "native_stderr",
     "user_warnings",
 ]
 
@@ -78,13 +79,55 @@ def command_errors(interrupted: str) -> Iterator[None]:
         import rasterio.errors
 
         if isinstance(error, rasterio.errors.RasterioError):
-            fail(f"GDAL could not complete: {error}")
+            fail(f"GDAL could not complete: {_gdal_reason(error)}")
         first_line = str(error).splitlines()[0] if str(error) else ""
         fail(
             f"internal error: {type(error).__name__}: {first_line} "
             "(set RRSIS_DEBUG=1 for the traceback)",
             EXIT_INTERNAL_ERROR,
         )
+
+
+def _gdal_reason(error: BaseException) -> str:
+    """GDAL's own reason: rasterio's "See previous exception" message names none."""
+    cause = error.__cause__ or error.__context__
+    if "previous exception" in str(error) and cause is not None and str(cause):
+        error = cause
+    return str(error).splitlines()[0] if str(error) else type(error).__name__
+
+
+@contextmanager
+def native_stderr() -> Iterator[None]:
+    """Keep what C libraries print straight to file descriptor 2 off the terminal.
+
+    libtiff prints some failures (a full disk: a dozen ``_tiffWriteProc`` lines) with its own
+    handler, which no GDAL setting silences; rrsis says what failed in its one line. Python's
+    ``sys.stderr`` (warnings, progress, errors) still reaches the terminal. Nothing is
+    diverted with ``RRSIS_DEBUG=1``, or when ``sys.stderr`` is not the process's stderr (a
+    test runner capturing it).
+    """
+    try:
+        diverted = not os.environ.get("RRSIS_DEBUG") and sys.stderr.fileno() == 2
+    except (AttributeError, OSError, ValueError):
+        diverted = False
+    if not diverted:
+        yield
+        return
+    sys.stderr.flush()
+    terminal = os.dup(2)
+    original = sys.stderr
+    with open(os.devnull, "w") as sink:
+        os.dup2(sink.fileno(), 2)
+        sys.stderr = open(
+            terminal, "w", encoding=original.encoding, errors="backslashreplace", buffering=1
+        )
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(terminal, 2)
+            sys.stderr.close()  # closes ``terminal``
+            sys.stderr = original
 
 
 def _show_warning(

@@ -9,11 +9,17 @@ does not, and every tile goes through the same affine map:
    scene's percentiles (default 2 and 98) or fixed values a model declares;
 2. standardize: ``(stretched - mean) / std`` with the model's per-band mean and std (0 and 1 when
    the model declares none).
+
+A fixed range describes one pixel type (0-255: 8-bit). A scene of another type (uint16, int16,
+float) would be clipped or crushed by it, so :func:`spec_for_dtype` gives it the scene's own
+percentile stretch instead (the model's percentiles, 2-98 by default), which maps it to the
+model's range; the CLI says so in one warning line.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -22,11 +28,15 @@ import numpy as np
 from rasterio.io import DatasetReader
 from rasterio.windows import Window
 
+from rrsis_geo.errors import RrsisWarning
+
 __all__ = [
     "NormalizationSpec",
     "SceneStatistics",
+    "ValueRangeWarning",
     "compute_array_statistics",
     "compute_scene_statistics",
+    "spec_for_dtype",
 ]
 
 SAMPLE_PIXELS = 1024 * 1024
@@ -74,6 +84,45 @@ class NormalizationSpec:
             if values.get(key) is not None:
                 values[key] = tuple(float(v) for v in values[key])
         return cls(**values)
+
+
+class ValueRangeWarning(RrsisWarning):
+    """The scene's pixel type is not the one the model's fixed range describes."""
+
+
+def _fixed_dtype(spec: NormalizationSpec) -> str | None:
+    """The integer pixel type a fixed range describes (0-255: uint8), or None for any."""
+    assert spec.low is not None and spec.high is not None
+    low, high = min(spec.low), max(spec.high)
+    for dtype in ("uint8", "uint16"):
+        if 0.0 <= low and high <= np.iinfo(dtype).max and high > np.iinfo(dtype).max / 4:
+            return dtype
+    return None
+
+
+def spec_for_dtype(
+    spec: NormalizationSpec | None, dtype: str, name: str = "the scene"
+) -> NormalizationSpec | None:
+    """The normalization for a scene of pixel type ``dtype`` under a model's ``spec``.
+
+    A fixed range of one pixel type (0-255 is 8-bit) is kept for scenes of that type. Any other
+    type (uint16, int16, float) gets the scene's percentile stretch to the model's range (the
+    spec's percentiles, its mean and std), said in one :class:`ValueRangeWarning`.
+    """
+    if spec is None or spec.method != "fixed":
+        return spec
+    expected = _fixed_dtype(spec)
+    if expected is None or dtype == expected:
+        return spec
+    lower, upper = spec.percentiles
+    warnings.warn(
+        f"{name} is {dtype} and the model expects {expected} values "
+        f"({min(spec.low or (0,)):g}-{max(spec.high or (0,)):g}): each band is stretched from "
+        f"its {lower:g}-{upper:g} percentiles to the model's range (--percentiles to choose)",
+        ValueRangeWarning,
+        stacklevel=2,
+    )
+    return NormalizationSpec(percentiles=spec.percentiles, mean=spec.mean, std=spec.std)
 
 
 @dataclass(frozen=True)

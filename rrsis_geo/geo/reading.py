@@ -18,7 +18,7 @@ import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.enums import MaskFlags, Resampling
-from rasterio.errors import RasterioIOError
+from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.io import DatasetReader
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
@@ -26,23 +26,40 @@ from rasterio.windows import Window
 from rrsis_geo.errors import InputError, RrsisWarning
 
 __all__ = [
+    "MAX_UPSAMPLING",
+    "GeoreferencingWarning",
+    "ResamplingWarning",
+    "SceneHeader",
     "Strip",
     "StripReader",
     "StripedRasterWarning",
     "default_bands",
     "has_nodata",
+    "is_georeferenced",
     "is_striped",
     "open_scene",
     "parse_bands",
     "pixel_size_m",
+    "read_header",
+    "resampled_size",
 ]
 
 CHUNK_ROWS = 128
 SUPPORTED_DTYPES = ("uint8", "uint16", "int16", "uint32", "int32", "float32", "float64")
+MAX_UPSAMPLING = 4.0
+"""Default limit on upsampling a scene to the model's ground resolution (``--max-upsampling``)."""
 
 
 class StripedRasterWarning(RrsisWarning):
     """The input is stored in strips rather than tiles, so windowed reads are slower."""
+
+
+class GeoreferencingWarning(RrsisWarning):
+    """The input has no georeferencing (or no CRS): outputs are in its own coordinates."""
+
+
+class ResamplingWarning(RrsisWarning):
+    """The scene is upsampled to the model's ground resolution (within the allowed factor)."""
 
 
 def parse_bands(text: str | None) -> tuple[int, ...] | None:
@@ -95,6 +112,11 @@ def has_nodata(dataset: DatasetReader, bands: Sequence[int]) -> bool:
     return any(flags[band - 1] != [MaskFlags.all_valid] for band in bands)
 
 
+def is_georeferenced(dataset: DatasetReader) -> bool:
+    """True when the raster has a CRS and a geotransform (GDAL reports the identity without)."""
+    return dataset.crs is not None and dataset.transform != Affine.identity()
+
+
 def pixel_size_m(dataset: DatasetReader) -> tuple[float, float]:
     """Pixel width and height in metres (approximate at the scene centre for geographic CRSs)."""
     x_res, y_res = dataset.res
@@ -110,6 +132,130 @@ def pixel_size_m(dataset: DatasetReader) -> tuple[float, float]:
         )
     factor = crs.linear_units_factor[1] if crs.is_projected else 1.0
     return float(x_res * factor), float(y_res * factor)
+
+
+@dataclass(frozen=True)
+class SceneHeader:
+    """What a raster's header says, read before any model is loaded (:func:`read_header`).
+
+    Attributes:
+        path: The file.
+        width: Columns.
+        height: Rows.
+        count: Bands.
+        dtype: Pixel type of the first band.
+        georeferenced: It has a CRS and a geotransform; without, nothing is resampled and the
+            outputs are in the raster's own coordinates (pixels when it has no geotransform).
+    """
+
+    path: Path
+    width: int
+    height: int
+    count: int
+    dtype: str
+    georeferenced: bool
+
+
+def read_header(path: str | Path, bands: Sequence[int] | None = None) -> SceneHeader:
+    """Check a raster as far as can be done without the model; reads its header and one pixel.
+
+    The last pixel of the first band is read, which finds a truncated file up front. A raster
+    without georeferencing or without a CRS is said once, in one warning line.
+
+    Raises:
+        InputError: Missing file, folder, not a raster, truncated or corrupt file, unsupported
+            pixel type, a band the raster does not have.
+    """
+    path = Path(path)
+    with _open_raster(path) as dataset:
+        dtype = dataset.dtypes[0]
+        if dtype not in SUPPORTED_DTYPES:
+            raise InputError(f"unsupported pixel type {dtype} in {path}")
+        check_bands(bands or (), dataset.count, str(path))
+        last = Window(dataset.width - 1, dataset.height - 1, 1, 1)
+        try:
+            dataset.read(1, window=last)
+        except RasterioIOError as error:
+            raise truncated(path, error) from None
+        header = SceneHeader(
+            path, dataset.width, dataset.height, dataset.count, dtype, is_georeferenced(dataset)
+        )
+        if dataset.transform == Affine.identity():
+            _warn_georeferencing(
+                f"{path.name} has no georeferencing: outputs are in pixel coordinates "
+                "(x = column, y = row, no CRS) and the scene is not resampled"
+            )
+        elif dataset.crs is None:
+            _warn_georeferencing(
+                f"{path.name} has no CRS: outputs keep its coordinates without a CRS and the "
+                "scene is not resampled (its pixel size in metres is unknown)"
+            )
+    return header
+
+
+def _warn_georeferencing(message: str) -> None:
+    warnings.warn(message, GeoreferencingWarning, stacklevel=3)
+
+
+def _open_raster(path: Path) -> DatasetReader:
+    if not path.exists():
+        raise InputError(f"input not found: {path}")
+    if path.is_dir():
+        raise InputError(f"input is a folder, not a raster: {path}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            return rasterio.open(path)
+    except RasterioIOError:
+        raise InputError(f"not a raster that GDAL can read: {path}") from None
+
+
+def truncated(path: Path, error: Exception) -> InputError:
+    """The one-line error for a raster whose pixels cannot be read (GDAL's first reason)."""
+    cause = error.__cause__ or error.__context__ or error
+    reason = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
+    return InputError(f"{path} is truncated or corrupt: its pixels cannot be read ({reason})")
+
+
+def resampled_size(
+    path: Path,
+    size: tuple[int, int],
+    pixel_m: tuple[float, float],
+    gsd: float,
+    max_upsampling: float = MAX_UPSAMPLING,
+) -> tuple[int, int] | None:
+    """The ``(width, height)`` a scene is resampled to at ``gsd``, or None when it stays as is.
+
+    Upsampling (a scene coarser than ``gsd``) by more than ``max_upsampling`` in either
+    direction is refused: a 10 m scene at a 0.3 m model would be 33 times wider and higher,
+    minutes of tiles of what the model never saw. Within the limit it is said in one warning.
+
+    Raises:
+        InputError: Upsampling by more than ``max_upsampling``, or to a size no raster has.
+    """
+    width, height = size
+    scale_x, scale_y = gsd / pixel_m[0], gsd / pixel_m[1]
+    if abs(scale_x - 1.0) <= 1e-3 and abs(scale_y - 1.0) <= 1e-3:
+        return None
+    new = (max(1, round(width / scale_x)), max(1, round(height / scale_y)))
+    factor = 1.0 / min(scale_x, scale_y)
+    resolution = f"{path.name} is {_metres(pixel_m)} per pixel and the model works at {gsd:g} m"
+    times = f"{factor:.0f}" if factor >= 10 else f"{factor:.2g}"
+    growth = f"upsample it {times}x to {new[0]} x {new[1]} pixels"
+    if factor > max_upsampling or max(new) > 2**31 - 1:
+        raise InputError(
+            f"{resolution}: resampling would {growth}, over the {max_upsampling:g}x limit: pass "
+            f"--gsd 0 to keep its resolution, use a model made for about {_metres(pixel_m)}, "
+            "or raise --max-upsampling"
+        )
+    if factor > 1.0 + 1e-3:
+        warnings.warn(f"{resolution}: resampling will {growth}", ResamplingWarning, stacklevel=3)
+    return new
+
+
+def _metres(pixel_m: tuple[float, float]) -> str:
+    x, y = pixel_m
+    return f"{x:.3g} m" if abs(x - y) <= 1e-3 * max(x, y) else f"{x:.3g} x {y:.3g} m"
 
 
 @dataclass
@@ -146,6 +292,7 @@ def open_scene(
     bands: Sequence[int] | None = None,
     channels: int = 3,
     gsd: float | None = None,
+    max_upsampling: float = MAX_UPSAMPLING,
 ) -> OpenedScene:
     """Open a raster for segmentation.
 
@@ -154,25 +301,20 @@ def open_scene(
         bands: 1-based bands to use; default :func:`default_bands`.
         channels: How many bands the model takes.
         gsd: Target ground resolution in metres per pixel; when given and different from the
-            scene's, the scene is resampled on read (bilinear when upsampling, average when
-            downsampling) on the same CRS and extent.
+            scene's, a georeferenced scene is resampled on read (bilinear when upsampling,
+            average when downsampling) on the same CRS and extent (:func:`resampled_size`).
+        max_upsampling: The largest upsampling factor allowed.
 
     Returns:
         The opened scene; close it (or use it as a context manager).
 
     Raises:
-        InputError: Missing file, not a raster, unsupported type, wrong bands.
+        InputError: Missing file, not a raster, unsupported type, wrong bands, too much
+            upsampling.
     """
     path = Path(path)
-    if not path.exists():
-        raise InputError(f"input not found: {path}")
-    if path.is_dir():
-        raise InputError(f"input is a folder, not a raster: {path}")
     stack = ExitStack()
-    try:
-        dataset = stack.enter_context(rasterio.open(path))
-    except RasterioIOError:
-        raise InputError(f"not a raster that GDAL can read: {path}") from None
+    dataset = stack.enter_context(_open_raster(path))
     try:
         dtype = dataset.dtypes[0]
         if dtype not in SUPPORTED_DTYPES:
@@ -190,24 +332,21 @@ def open_scene(
                 StripedRasterWarning,
                 stacklevel=2,
             )
-        resampled = False
-        if gsd is not None and gsd > 0:
-            current = pixel_size_m(dataset)
-            scale_x, scale_y = gsd / current[0], gsd / current[1]
-            if abs(scale_x - 1.0) > 1e-3 or abs(scale_y - 1.0) > 1e-3:
-                dataset = stack.enter_context(_resampling_vrt(dataset, scale_x, scale_y))
-                resampled = True
-        return OpenedScene(path, dataset, chosen, resampled, stack)
+        new = None
+        if gsd is not None and gsd > 0 and is_georeferenced(dataset):
+            size = (dataset.width, dataset.height)
+            new = resampled_size(path, size, pixel_size_m(dataset), gsd, max_upsampling)
+        if new is not None:
+            dataset = stack.enter_context(_resampling_vrt(dataset, *new))
+        return OpenedScene(path, dataset, chosen, new is not None, stack)
     except BaseException:
         stack.close()
         raise
 
 
-def _resampling_vrt(dataset: DatasetReader, scale_x: float, scale_y: float) -> WarpedVRT:
-    width = max(1, round(dataset.width / scale_x))
-    height = max(1, round(dataset.height / scale_y))
+def _resampling_vrt(dataset: DatasetReader, width: int, height: int) -> WarpedVRT:
     transform = dataset.transform @ Affine.scale(dataset.width / width, dataset.height / height)
-    downsampling = scale_x > 1.0 or scale_y > 1.0
+    downsampling = width < dataset.width or height < dataset.height
     return WarpedVRT(
         dataset,
         crs=dataset.crs,
@@ -300,10 +439,13 @@ class StripReader:
         while next_row < stop:
             rows = min(self.block_rows - next_row % self.block_rows, self.dataset.height - next_row)
             window = Window(0, next_row, self.dataset.width, rows)
-            data = self.dataset.read(self.bands, window=window)
-            valid = None
-            if self.read_masks:
-                valid = self.dataset.read_masks(self.bands, window=window).any(axis=0)
+            try:
+                data = self.dataset.read(self.bands, window=window)
+                valid = None
+                if self.read_masks:
+                    valid = self.dataset.read_masks(self.bands, window=window).any(axis=0)
+            except RasterioIOError as error:
+                raise truncated(Path(self.dataset.name), error) from None
             self._chunks.append((next_row, data, valid))
             self.rows_read += rows
             next_row += rows

@@ -19,6 +19,7 @@ import numpy as np
 import rasterio
 import rasterio.shutil
 from rasterio.crs import CRS
+from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
 from rrsis_geo.errors import OutputError
@@ -33,6 +34,7 @@ __all__ = [
     "keep_under",
     "temporary_sibling",
     "write_cog",
+    "write_failure",
 ]
 
 PROBABILITY_SCALE = 254
@@ -42,6 +44,8 @@ ENCODE_ROWS = 64
 WORK_BLOCK = 256
 """Block side of the work rasters; the stitcher emits rows in multiples of it."""
 BINARY_NODATA = 255
+LOW_SPACE_BYTES = 1024 * 1024
+"""A write that fails with less free space than this on its device is reported as a full disk."""
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,26 @@ def check_output_path(path: Path, overwrite: bool) -> None:
     except OSError as error:
         raise OutputError(f"output folder is not writable: {folder} ({error.strerror})") from None
     probe.unlink()
+
+
+def write_failure(path: Path, what: str, error: Exception) -> OutputError:
+    """The one-line error for a file GDAL could not finish: a full disk, or GDAL's reason.
+
+    Args:
+        path: The file being written.
+        what: What it is, for the user (``"the work raster"``).
+        error: What GDAL raised.
+    """
+    folder = path.parent if str(path.parent) else Path(".")
+    with contextlib.suppress(OSError):
+        free = shutil.disk_usage(folder).free
+        if free < LOW_SPACE_BYTES:
+            return OutputError(
+                f"no space left on the device of {folder} ({free // 1024} kB free): "
+                f"{what} could not be written"
+            )
+    reason = str(error.__cause__ or error).splitlines()[0] or type(error).__name__
+    return OutputError(f"{what} could not be written in {folder}: {reason}")
 
 
 def temporary_sibling(path: Path, suffix: str | None = None) -> Path:
@@ -202,14 +226,31 @@ class TiledRasterWriter:
         row of a wide scene would cost several times its float32 size at once.
         """
         rows, width = probabilities.shape
-        for start in range(0, rows, ENCODE_ROWS):
-            chunk = probabilities[start : start + ENCODE_ROWS]
-            window = Window(0, first_row + start, width, chunk.shape[0])
-            self.dataset.write(self.encoding.encode(chunk), 1, window=window)
+        try:
+            for start in range(0, rows, ENCODE_ROWS):
+                chunk = probabilities[start : start + ENCODE_ROWS]
+                window = Window(0, first_row + start, width, chunk.shape[0])
+                self.dataset.write(self.encoding.encode(chunk), 1, window=window)
+        except RasterioError as error:
+            raise write_failure(self.path, "the work raster", error) from None
 
     def close(self) -> None:
-        """Flush and close the file."""
+        """Flush and close the file, and check that it reads back.
+
+        GDAL reports no failure of the blocks it flushes on closing (a full disk).
+
+        Raises:
+            OutputError: The file cannot be read back.
+        """
+        if self.dataset.closed:
+            return
         self.dataset.close()
+        try:
+            with rasterio.open(self.path) as written:
+                last = Window(written.width - 1, written.height - 1, 1, 1)
+                written.read(1, window=last)
+        except RasterioError as error:
+            raise write_failure(self.path, "the work raster", error) from None
 
 
 def write_cog(source: Path, target: Path, encoding: RasterEncoding) -> None:

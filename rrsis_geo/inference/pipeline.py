@@ -1,7 +1,8 @@
 """The scene pipeline, as stages: plan -> tiles -> model -> stitched map -> regions -> referent.
 
-- :func:`plan_run`: options, outputs and the sentence's reading checked and decided before
-  anything is read (one :class:`RunPlan`).
+- :func:`check_run`: the input's header, options, outputs and the sentence's reading checked
+  before any model is loaded (one :class:`RunCheck`); :func:`plan_run` adds what the model
+  decides (one :class:`RunPlan`).
 - :func:`predict_scene`: the one tiling loop of the project; it reads block-aligned strips,
   normalizes tiles with the scene's statistics, batches them through the model and streams the
   blended rows to a sink.
@@ -40,8 +41,17 @@ from rrsis_geo.geo.normalization import (
     NormalizationSpec,
     SceneStatistics,
     compute_scene_statistics,
+    spec_for_dtype,
 )
-from rrsis_geo.geo.reading import OpenedScene, StripReader, has_nodata, open_scene
+from rrsis_geo.geo.reading import (
+    MAX_UPSAMPLING,
+    OpenedScene,
+    SceneHeader,
+    StripReader,
+    has_nodata,
+    open_scene,
+    read_header,
+)
 from rrsis_geo.geo.stitching import RowSink, StreamingStitcher
 from rrsis_geo.geo.tiling import Tile, TileGrid
 from rrsis_geo.geo.vectorize import VectorOptions, write_polygons
@@ -70,12 +80,14 @@ from rrsis_geo.inference.verification import CandidateChecker
 __all__ = [
     "STRATEGIES",
     "PassRunner",
+    "RunCheck",
     "RunPlan",
     "ScenePass",
     "SegmentOptions",
     "SegmentResult",
     "SharedSentence",
     "TileCounts",
+    "check_run",
     "default_output_paths",
     "open_passes",
     "plan_run",
@@ -304,6 +316,8 @@ class SegmentOptions:
         batch_size: Tile-sentence pairs per model call (see :func:`predict_scene`).
         threshold: Probability at or above which a pixel is foreground.
         gsd: Ground resolution to resample to (metres per pixel); 0 keeps the native one.
+        max_upsampling: The largest factor a scene coarser than ``gsd`` is upsampled by
+            (:func:`~rrsis_geo.geo.reading.resampled_size`); more is refused.
         percentiles: Force a percentile stretch with these percentiles.
         raster_kind: ``"probability"``, ``"binary"`` or ``"float32"`` for raster outputs.
         vector: Polygon clean-up options.
@@ -322,6 +336,7 @@ class SegmentOptions:
     batch_size: int = 8
     threshold: float | None = None
     gsd: float | None = None
+    max_upsampling: float = MAX_UPSAMPLING
     percentiles: tuple[float, float] | None = None
     raster_kind: str = "probability"
     vector: VectorOptions = field(default_factory=VectorOptions)
@@ -420,31 +435,61 @@ class RunPlan:
         return [target for target, found in self.targets.items() if found == kind]
 
 
-def plan_run(
-    input_path: Path,
+@dataclass(frozen=True)
+class RunCheck:
+    """What a run was checked for before any model is loaded (:func:`check_run`).
+
+    Attributes:
+        input_path: The raster.
+        header: What its header says.
+        expression: The sentence, whitespace-normalized.
+        query: How the sentence is read.
+        targets: Outputs, each with its kind (``"raster"`` / ``"vector"``).
+        candidates: The candidate layer, if asked for.
+        options: The options as given.
+    """
+
+    input_path: Path
+    header: SceneHeader
+    expression: str
+    query: SceneQuery
+    targets: dict[Path, str]
+    candidates: Path | None
+    options: SegmentOptions
+
+
+def check_run(
+    input_path: str | Path,
     expression: str,
-    metadata: ModelMetadata,
     outputs: Sequence[str | Path],
     options: SegmentOptions,
-) -> RunPlan:
-    """Check every option and output and decide what will run; reads nothing.
+) -> RunCheck:
+    """Check the input, every option and every output that do not depend on the model.
+
+    Reads only the raster's header (and one pixel, see
+    :func:`~rrsis_geo.geo.reading.read_header`); writes nothing. The CLI calls it before it
+    loads the model, so that a bad argument costs no model load.
 
     Raises:
-        InputError: Empty expression, bad threshold, raster kind or strategy.
+        InputError: Empty expression, missing or unreadable raster, unknown band, bad
+            threshold, raster kind or strategy.
         OutputError: Unknown suffix, duplicate, existing or unwritable output.
     """
+    input_path = Path(input_path)
     expression = " ".join(expression.split())
     if not expression:
         raise InputError("the expression is empty")
-    threshold = options.threshold_of(metadata)
-    if not 0.0 < threshold < 1.0:
-        raise InputError(f"threshold must be between 0 and 1, got {threshold}")
+    if options.threshold is not None:
+        _check_threshold(options.threshold)
     if options.raster_kind not in ("probability", "binary", "float32"):
         raise InputError(f"unknown raster output kind {options.raster_kind!r}")
     if options.strategy not in STRATEGIES:
         raise InputError(
             f"unknown strategy {options.strategy!r}: use one of {', '.join(STRATEGIES)}"
         )
+    if options.max_upsampling < 1.0:
+        raise InputError(f"max_upsampling must be at least 1, got {options.max_upsampling}")
+    header = read_header(input_path, options.bands)
     paths = [Path(p) for p in outputs] or default_output_paths(input_path, expression)
     targets = {path: output_format(path).kind for path in paths}
     if options.candidates is not None:
@@ -454,15 +499,32 @@ def plan_run(
         raise OutputError("the same output is given twice")
     for target in every:
         check_output_path(target, options.overwrite)
-    gsd = options.gsd_of(metadata)
+    query = parse_sentence(expression)
+    return RunCheck(input_path, header, expression, query, targets, options.candidates, options)
+
+
+def _check_threshold(threshold: float) -> None:
+    if not 0.0 < threshold < 1.0:
+        raise InputError(f"threshold must be between 0 and 1, got {threshold}")
+
+
+def plan_run(checked: RunCheck, metadata: ModelMetadata) -> RunPlan:
+    """Decide what will run from a checked run and the model's metadata; reads nothing.
+
+    Raises:
+        InputError: A threshold the model declares out of (0, 1).
+    """
+    options = checked.options
+    threshold = options.threshold_of(metadata)
+    _check_threshold(threshold)
     return RunPlan(
-        expression,
-        parse_sentence(expression),
+        checked.expression,
+        checked.query,
         options.strategy,
         threshold,
-        gsd,
-        targets,
-        options.candidates,
+        options.gsd_of(metadata),
+        checked.targets,
+        checked.candidates,
         options,
     )
 
@@ -489,13 +551,24 @@ def scene_grid(dataset: Any, metadata: ModelMetadata, options: SegmentOptions) -
 
 
 def scene_statistics(
-    dataset: Any, bands: Sequence[int], metadata: ModelMetadata, options: SegmentOptions
+    dataset: Any,
+    bands: Sequence[int],
+    metadata: ModelMetadata,
+    options: SegmentOptions,
+    name: str = "the scene",
 ) -> SceneStatistics:
-    """The scene's normalization: the model's, or a forced percentile stretch."""
+    """The scene's normalization: the model's, or a forced percentile stretch.
+
+    A model's fixed range applies to scenes of the pixel type it describes; others get their
+    percentile stretch to the model's range, with a warning
+    (:func:`~rrsis_geo.geo.normalization.spec_for_dtype`).
+    """
     spec = metadata.normalization
     if options.percentiles is not None:
         base = spec or NormalizationSpec()
         spec = NormalizationSpec(percentiles=options.percentiles, mean=base.mean, std=base.std)
+    else:
+        spec = spec_for_dtype(spec, dataset.dtypes[0], name)
     return compute_scene_statistics(dataset, bands, spec)
 
 
@@ -650,13 +723,15 @@ def segment(
     options: SegmentOptions | None = None,
     progress: ProgressCallback | None = None,
     command: Sequence[str] | None = None,
+    checked: RunCheck | None = None,
 ) -> SegmentResult:
     """Segment the object an expression refers to in a raster and write the outputs.
 
-    The stages, in the order data flows: :func:`plan_run` (options and outputs checked, the
-    sentence read), the scene opened with its grid and statistics, the strategy's passes
-    (:class:`PassRunner`: tiles -> model -> stitched map -> regions), the referent chosen
-    (:mod:`~rrsis_geo.inference.referring`), and the writers (:func:`write_outputs`).
+    The stages, in the order data flows: :func:`check_run` and :func:`plan_run` (input header,
+    options and outputs checked, the sentence read), the scene opened with its grid and
+    statistics, the strategy's passes (:class:`PassRunner`: tiles -> model -> stitched map ->
+    regions), the referent chosen (:mod:`~rrsis_geo.inference.referring`), and the writers
+    (:func:`write_outputs`).
 
     Args:
         input_path: Any raster GDAL reads.
@@ -667,6 +742,8 @@ def segment(
         options: Strategy, tiling, threshold and output options.
         progress: Optional progress callback.
         command: The command line to record in the sidecar.
+        checked: The :func:`check_run` of these arguments when the caller made it already
+            (the CLI, before loading the model); None checks them here.
 
     Returns:
         What was done; also written as ``<output>.json`` beside every output.
@@ -679,7 +756,9 @@ def segment(
     input_path = Path(input_path)
     options = options or SegmentOptions()
     metadata = model.metadata
-    plan = plan_run(input_path, expression, metadata, outputs, options)
+    if checked is None:
+        checked = check_run(input_path, expression, outputs, options)
+    plan = plan_run(checked, metadata)
     timings: dict[str, float] = {}
     tags = {
         "RRSIS_EXPRESSION": plan.expression,
@@ -916,12 +995,16 @@ def open_passes(
     # and writes whole block rows once each, so a small cache loses nothing and bounds memory.
     with (
         rasterio.Env(**_gdal_config()),
-        open_scene(input_path, options.bands, metadata.in_channels, gsd) as scene,
+        open_scene(
+            input_path, options.bands, metadata.in_channels, gsd, options.max_upsampling
+        ) as scene,
         contextlib.ExitStack() as stack,
     ):
         grid = scene_grid(scene.dataset, metadata, options)
         started = time.perf_counter()
-        statistics = scene_statistics(scene.dataset, scene.bands, metadata, options)
+        statistics = scene_statistics(
+            scene.dataset, scene.bands, metadata, options, scene.path.name
+        )
         runner = PassRunner(
             scene, model, grid, statistics, threshold, options.vector, raster_kind,
             stack, beside, tags or {}, options.batch_size, progress,
@@ -949,8 +1032,15 @@ class _WorkRasters:
             writer.write_rows(first_row, probabilities)
 
     def close(self) -> None:
+        """Close every writer; raise the first failure (a full disk) once all are closed."""
+        failures = []
         for writer in self.writers.values():
-            writer.close()
+            try:
+                writer.close()
+            except OutputError as error:
+                failures.append(error)
+        if failures:
+            raise failures[0]
 
 
 @contextlib.contextmanager
@@ -990,7 +1080,8 @@ def _work_rasters(
                 raise OutputError(f"cannot write beside {beside}: {error}") from None
         yield work
     finally:
-        work.close()
+        with contextlib.suppress(OutputError):  # said where the pass closed them
+            work.close()
         for path in work.paths.values():
             for leftover in (path, path.with_name(path.name + ".aux.xml")):
                 with contextlib.suppress(FileNotFoundError):

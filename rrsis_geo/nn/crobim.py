@@ -369,7 +369,10 @@ class CroBIM(nn.Module):
         weights = document.get("weights", {})
         weights_path = folder / weights.get("file", WEIGHTS_FILE)
         if not weights_path.is_file():
-            raise InputError(f"checkpoint {folder} has no {weights_path.name}")
+            raise InputError(
+                f"checkpoint {folder} has no {weights_path.name} (weights load from safetensors "
+                "only: pickle files such as pytorch_model.bin are never unpickled)"
+            )
         pinned = weights.get("sha256")
         if pinned and file_sha256(weights_path) != pinned:
             raise InputError(
@@ -399,7 +402,9 @@ class CroBIM(nn.Module):
             model.load_state_dict(state, strict=False)
         except RuntimeError as error:
             lines = [line.strip() for line in str(error).splitlines() if "size mismatch" in line]
-            raise InputError(f"{weights_path}: {'; '.join(lines[:3]) or error}") from None
+            more = f" (and {len(lines) - 1} more)" if len(lines) > 1 else ""
+            first = lines[0].rstrip(".") if lines else str(error).splitlines()[0]
+            raise InputError(f"{weights_path} does not fit {CONFIG_FILE}: {first}{more}") from None
         tokenizer = _load_checkpoint_tokenizer(folder, document, config)
         return model.eval(), tokenizer
 
