@@ -25,6 +25,7 @@ import platform
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -35,7 +36,7 @@ import numpy as np
 import rasterio
 
 import rrsis_geo
-from rrsis_geo.errors import InputError, OutputError
+from rrsis_geo.errors import InputError, OutputError, RrsisWarning
 from rrsis_geo.geo.formats import RASTER, VECTOR, output_format
 from rrsis_geo.geo.normalization import (
     NormalizationSpec,
@@ -79,6 +80,7 @@ from rrsis_geo.inference.verification import CandidateChecker
 
 __all__ = [
     "STRATEGIES",
+    "EmptySceneWarning",
     "PassRunner",
     "RunCheck",
     "RunPlan",
@@ -99,6 +101,12 @@ __all__ = [
 ]
 
 GDAL_CACHE_BYTES = 64 * 1024 * 1024
+
+
+class EmptySceneWarning(RrsisWarning):
+    """Every pixel of the scene is nodata: no tile was predicted."""
+
+
 ProgressCallback = Callable[[int, int], None]
 """Called with ``(tiles done, tiles in the grid)`` as tiles complete."""
 
@@ -651,6 +659,7 @@ class PassRunner:
         self.passes: dict[tuple[str, bool], ScenePass] = {}
         self.encode_seconds = 0.0
         self.statistics_seconds = 0.0
+        self._said_empty = False
         self.checker = CandidateChecker(
             scene, model, statistics, vocabulary, grid.tile_size, batch_size, threshold, areas
         )
@@ -703,6 +712,14 @@ class PassRunner:
             works[0].write_rows, self.batch_size, self.progress, presence=presences[0],
             shared=shared,
         )  # fmt: skip
+        if counts.total and counts.skipped_nodata == counts.total and not self._said_empty:
+            self._said_empty = True
+            warnings.warn(
+                f"{self.scene.path.name} has no valid pixel (all nodata): nothing to segment, "
+                "the outputs are empty",
+                EmptySceneWarning,
+                stacklevel=2,
+            )
         seconds = time.perf_counter() - started
         for (sentence, instances), work, presence in zip(todo, works, presences, strict=True):
             work.close()
