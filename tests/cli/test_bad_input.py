@@ -482,3 +482,19 @@ def test_uint16_copy_of_the_example_finds_the_same_tank(tmp_path: Path) -> None:
     truth = objects.loc[objects["object_id"] == tank].geometry.iloc[0]
     found = geopandas.read_file(out).geometry.union_all()
     assert found.intersection(truth).area / found.union(truth).area > 0.5
+
+
+def test_no_georeferencing_gives_valid_outputs_in_pixel_coordinates(tmp_path: Path) -> None:
+    import geopandas
+
+    scene = no_geotransform(tmp_path)
+    raster_out, vector_out = tmp_path / "p.tif", tmp_path / "p.gpkg"
+    run = rrsis("segment", scene, "x", "-o", raster_out, "-o", vector_out, "--model", FIXED)
+    assert run.returncode == 0, run.stderr
+    with rasterio.open(raster_out) as written:
+        assert written.crs is None and written.transform == Affine.identity()
+        assert (written.width, written.height) == (96, 80)  # not resampled
+    polygons = geopandas.read_file(vector_out)
+    assert polygons.crs is None and len(polygons)
+    left, top, right, bottom = polygons.total_bounds
+    assert 0 <= left < right <= 96 and 0 <= top < bottom <= 80
