@@ -5,6 +5,8 @@ class in the chip, runs the model on the expression and on its mirror ("top left
 right") and prints the mean probability on the referent and on the other objects of its class,
 before and after. A model that hears the words moves its probability to the other objects.
 
+    rrsis data synth chips data/synth --split val --images 100 --seed 1
+    HF_HUB_OFFLINE=1 python benchmarks/place_word_probe.py rrsis_geo/models/crobim-lite-synth
     HF_HUB_OFFLINE=1 python benchmarks/place_word_probe.py runs/crobim-lite-synth/checkpoints/best
 """
 

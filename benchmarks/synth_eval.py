@@ -1,9 +1,11 @@
 """Accuracy of the shipped default model on the held-out synthetic test split, into its card.
 
-Runs ``rrsis eval`` of ``rrsis_geo/models/crobim-lite-synth`` on the test split (seed 2026, a seed that
-training and validation never used), once overall and by expression kind, reads the training
-run's log for its wall time, and writes the figures into ``models/crobim-lite-synth.md``
-between ``<!-- figures:begin/end -->``.
+Runs ``rrsis eval`` of ``rrsis_geo/models/crobim-lite-synth`` on a split of synthetic chips (by
+default the test split of ``data/synth``, drawn as below with seed 2026, a seed that training and
+validation never used), once overall and by expression kind, reads the training run's log for its
+wall time, and writes the figures into ``models/crobim-lite-synth.md`` between
+``<!-- figures:begin/end -->``. What was evaluated (folder, split, chips, seeds) is read from the
+split's ``synth_<split>.jsonl``, not assumed.
 
     rrsis data synth chips data/synth --split test --images 300 --seed 2026
     HF_HUB_OFFLINE=1 python benchmarks/synth_eval.py --run runs/crobim-lite-synth
@@ -16,6 +18,7 @@ import csv
 import datetime
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -47,6 +50,37 @@ def run_eval(model: str, data: Path, split: str, predictions: Path) -> tuple[str
         if run.returncode != 0:
             sys.exit(f"rrsis eval failed: {run.stderr.strip()}")
         return run.stdout.strip(), json.loads(out.read_text()), seconds
+
+
+RECIPE_SEEDS = {"train": 0, "val": 1}
+"""The seeds of the shipped model's training and validation splits (the card's recipe)."""
+
+
+def describe_data(data: Path, split: str, count: int) -> str:
+    """What was evaluated, from the split's records: folder, split, chips and their seeds."""
+    chips: set[tuple[int, int]] = set()
+    for line in (data / f"synth_{split}.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        chips.add((record["seed"], record["image_index"]))
+    seeds = sorted({seed for seed, _ in chips})
+    seed_text = ", ".join(map(str, seeds))
+    used = sorted(name for name, seed in RECIPE_SEEDS.items() if seed in seeds)
+    plural = len(seeds) > 1
+    held_out = (
+        f"{'seeds' if plural else 'a seed'} the recipe's {' and '.join(used)} "
+        f"split{'s' if len(used) > 1 else ''} also used: not held out"
+        if used
+        else f"{'seeds' if plural else 'a seed'} the recipe's train and val splits (seeds "
+        f"{RECIPE_SEEDS['train']} and {RECIPE_SEEDS['val']}) never used"
+    )
+    try:
+        shown = data.resolve().relative_to(ROOT)
+    except ValueError:
+        shown = data
+    return (
+        f"split `{split}` of `{shown}`: {count} expressions from {len(chips)} chips drawn with "
+        f"seed{'s' if plural else ''} {seed_text}, {held_out}"
+    )
 
 
 OUTCOMES = ("right object", "referent + others of its class", "another object", "empty", "other")
@@ -94,8 +128,8 @@ def error_table(data: Path, split: str, predictions: Path) -> str:
             if o.category == record["category_name"] and o.object_id != record["object_id"]
         ]
         prediction = np.array(Image.open(predictions / f"{record['sample_id']}.png")) > 0
-        kind = counts.setdefault(record["kind"], Counter())
-        kind[outcome(prediction, world.labels, record["object_id"], same_class)] += 1
+        tally = counts.setdefault(record["kind"], Counter())
+        tally[outcome(prediction, world.labels, record["object_id"], same_class)] += 1
     rows = ["| kind | n | " + " | ".join(OUTCOMES) + " |", "|:---|" + "---:|" * (len(OUTCOMES) + 1)]
     for kind, outcomes in sorted(counts.items()):
         total = sum(outcomes.values())
@@ -132,9 +166,10 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=ROOT / "data" / "synth")
     parser.add_argument("--split", default="test")
     parser.add_argument("--run", type=Path, default=None, help="Training run folder.")
-    parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--no-write", action="store_true", help="print the section only")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    command = shlex.join(["HF_HUB_OFFLINE=1", "python", "benchmarks/synth_eval.py", *sys.argv[1:]])
     with tempfile.TemporaryDirectory() as predictions:
         table, results, seconds = run_eval(args.model, args.data, args.split, Path(predictions))
         errors = error_table(args.data, args.split, Path(predictions))
@@ -144,9 +179,8 @@ def main() -> None:
     lines = [
         "## Figures",
         "",
-        f"Held-out synthetic test split ({results['count']} expressions from 300 chips drawn "
-        f"with seed 2026, never used in training or validation), from "
-        f"`HF_HUB_OFFLINE=1 python benchmarks/synth_eval.py` on {today} "
+        f"Synthetic chips ({describe_data(args.data, args.split, results['count'])}), from "
+        f"`{command}` on {today} "
         f"({machine_line()}; evaluation took {seconds:.0f} s). Rows by expression kind; "
         "a negative scores 1 when the prediction is empty too (the default empty rule), and "
         "the `positive only` line leaves negatives out.",
@@ -172,7 +206,9 @@ def main() -> None:
     if args.run is not None:
         lines += [training_summary(args.run), ""]
     body = "\n".join(lines).rstrip()
-    if not args.no_write:
+    if args.no_write:
+        print(body)
+    else:
         write_section(CARD, body, BEGIN, END, title="crobim-lite-synth")
         print(f"wrote {CARD}")
 
