@@ -85,9 +85,10 @@ def polygonize(
         tolerance = options.simplify_pixels * abs(mask_ds.transform.a)
         crs = mask_ds.crs
         band = rasterio.band(mask_ds, 1)
-        for geometry in _foreground_polygons(band, mask_ds.transform):
-            geometry = _drop_small_holes(geometry, options.sieve_pixels * pixel_area)
-            if geometry.area < options.sieve_pixels * pixel_area:
+        smallest = options.sieve_pixels * pixel_area
+        for geometry in _foreground_polygons(band, mask_ds.transform, smallest):
+            geometry = _drop_small_holes(geometry, smallest)
+            if geometry.area < smallest:
                 continue
             score_mean, score_max = _scores(prob_ds, geometry)
             simplified = (
@@ -104,14 +105,23 @@ def polygonize(
     return kept
 
 
-def _foreground_polygons(band: Any, transform: Any) -> Iterator[Polygon]:
+def _foreground_polygons(band: Any, transform: Any, smallest: float) -> Iterator[Polygon]:
     # The band serves as its own mask: 0 (background) is excluded; nodata (255) regions come
-    # out with their value and are dropped here.
+    # out with their value and are dropped here. A noisy map has 100 times more specks than
+    # regions: a speck whose outer ring alone is under ``smallest`` is dropped before shapely
+    # builds it (holes only make a polygon smaller).
     for geojson, value in rasterio.features.shapes(
         band, mask=band, connectivity=8, transform=transform
     ):
-        if value == 1:
+        if value == 1 and _ring_area(geojson["coordinates"][0]) >= smallest:
             yield shape(geojson)
+
+
+def _ring_area(ring: Sequence[Sequence[float]]) -> float:
+    """Area inside a closed ring of ``(x, y)`` points (the shoelace formula)."""
+    xy = np.asarray(ring, dtype=np.float64)
+    x, y = xy[:, 0], xy[:, 1]
+    return abs(float(np.dot(x[:-1], y[1:]) - np.dot(x[1:], y[:-1]))) / 2.0
 
 
 def _drop_small_holes(polygon: Polygon, min_area: float) -> Polygon:
