@@ -343,6 +343,8 @@ def _choice_line(summary: dict[str, Any]) -> str:
     matched = f"{choice['matches']} candidate(s) matched {target!r}"
     if choice.get("rejected"):
         matched += f" ({choice['rejected']} more read as other categories)"
+    if summary["referent_found"] is None:
+        return choice["note"]
     if not summary["referent_found"]:
         return choice["note"] or f"no referent found ({matched})"
     ranks = ", ".join(str(rank) for rank in choice["chosen"])

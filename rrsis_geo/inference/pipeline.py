@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import platform
@@ -28,7 +29,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +74,12 @@ from rrsis_geo.inference.model import (
     encode_sentence,
     predict_many,
 )
-from rrsis_geo.inference.referring import STRATEGY_FUNCTIONS, Answer
+from rrsis_geo.inference.referring import (
+    STRATEGY_FUNCTIONS,
+    Answer,
+    chooses_among_regions,
+    map_answer,
+)
 from rrsis_geo.inference.regions import PresenceMap, Region, SceneFrame, find_regions
 from rrsis_geo.inference.sentence import SceneQuery, parse_sentence
 from rrsis_geo.inference.verification import CandidateChecker
@@ -387,7 +393,8 @@ class SegmentResult:
     strategy: str = "scene"
     reading: dict[str, Any] = field(default_factory=dict)
     choice: dict[str, Any] = field(default_factory=dict)
-    referent_found: bool = True
+    referent_found: bool | None = True
+    """None: not decided, only the probability map was asked for (no region was found)."""
     passes: list[dict[str, Any]] = field(default_factory=list)
     model_sha256: str | None = None
 
@@ -414,35 +421,6 @@ def default_output_paths(input_path: Path, expression: str) -> list[Path]:
     ]
 
 
-@dataclass
-class RunPlan:
-    """What a run will do, decided from the options and the model before anything is read.
-
-    Attributes:
-        expression: The sentence, whitespace-normalized.
-        query: How the sentence is read.
-        strategy: One of :data:`STRATEGIES`.
-        threshold: Foreground threshold.
-        gsd: Ground resolution to resample to, or None.
-        targets: Outputs, each with its kind (``"raster"`` / ``"vector"``).
-        candidates: The candidate layer, if asked for.
-        options: The options as given.
-    """
-
-    expression: str
-    query: SceneQuery
-    strategy: str
-    threshold: float
-    gsd: float | None
-    targets: dict[Path, str]
-    candidates: Path | None
-    options: SegmentOptions
-
-    def paths(self, kind: str) -> list[Path]:
-        """The targets of one kind."""
-        return [target for target, found in self.targets.items() if found == kind]
-
-
 @dataclass(frozen=True)
 class RunCheck:
     """What a run was checked for before any model is loaded (:func:`check_run`).
@@ -464,6 +442,35 @@ class RunCheck:
     targets: dict[Path, str]
     candidates: Path | None
     options: SegmentOptions
+
+    def paths(self, kind: str) -> list[Path]:
+        """The targets of one kind."""
+        return [target for target, found in self.targets.items() if found == kind]
+
+
+@dataclass(frozen=True)
+class RunPlan(RunCheck):
+    """A checked run with what the model decides (:func:`plan_run`): all that will run.
+
+    Attributes:
+        threshold: Foreground threshold.
+        gsd: Ground resolution to resample to, or None.
+    """
+
+    threshold: float
+    gsd: float | None
+
+    @property
+    def strategy(self) -> str:
+        """One of :data:`STRATEGIES`."""
+        return self.options.strategy
+
+    @property
+    def needs_regions(self) -> bool:
+        """False when only the probability map of the whole sentence will be written."""
+        if self.paths(VECTOR) or self.candidates is not None:
+            return True
+        return self.strategy == "scene" and chooses_among_regions(self.query)
 
 
 def check_run(
@@ -525,16 +532,8 @@ def plan_run(checked: RunCheck, metadata: ModelMetadata) -> RunPlan:
     options = checked.options
     threshold = options.threshold_of(metadata)
     _check_threshold(threshold)
-    return RunPlan(
-        checked.expression,
-        checked.query,
-        options.strategy,
-        threshold,
-        options.gsd_of(metadata),
-        checked.targets,
-        checked.candidates,
-        options,
-    )
+    checks = {f.name: getattr(checked, f.name) for f in fields(RunCheck)}
+    return RunPlan(**checks, threshold=threshold, gsd=options.gsd_of(metadata))
 
 
 def scene_grid(dataset: Any, metadata: ModelMetadata, options: SegmentOptions) -> TileGrid:
@@ -584,30 +583,44 @@ def scene_statistics(
 class ScenePass:
     """One tiling pass of one sentence over the scene, and the regions of its stitched map.
 
+    Regions are found when first asked for: a run that writes only the probability map of a
+    sentence without scene-level words needs none, and on a noisy map of a large scene they
+    cost far more than the tiles.
+
     Attributes:
         sentence: What the model read.
         instances: True when the model was asked for every instance (a description pass).
         work: The stitched work rasters (removed when the run ends).
         counts: What the tiling loop did.
-        regions: The connected regions, best mean score first.
-        seconds: Wall time of the pass.
+        seconds: Wall time of the pass (the tiling loop, then the regions once found).
+        find: Finds the regions of the stitched map.
     """
 
     sentence: str
     instances: bool
     work: _WorkRasters
     counts: TileCounts
-    regions: list[Region]
     seconds: float
+    find: Callable[[], list[Region]]
+    _regions: list[Region] | None = None
+
+    @property
+    def regions(self) -> list[Region]:
+        """The connected regions, best mean score first (found now if not yet)."""
+        if self._regions is None:
+            started = time.perf_counter()
+            self._regions = self.find()
+            self.seconds += time.perf_counter() - started
+        return self._regions
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready summary."""
+        """JSON-ready summary (``regions`` None: not asked for)."""
         return {
             "sentence": self.sentence,
             "instances": self.instances,
             "tiles_predicted": self.counts.predicted,
             "batches": self.counts.batches,
-            "regions": len(self.regions),
+            "regions": None if self._regions is None else len(self._regions),
             "seconds": round(self.seconds, 4),
         }
 
@@ -724,11 +737,11 @@ class PassRunner:
         for (sentence, instances), work, presence in zip(todo, works, presences, strict=True):
             work.close()
             recorded = presence if presence.recorded else None
-            regions = find_regions(
-                work.paths["binary"], work.probability_path, self.vector, recorded
+            find = functools.partial(
+                find_regions, work.paths["binary"], work.probability_path, self.vector, recorded
             )
             self.passes[(sentence, instances)] = ScenePass(
-                sentence, instances, work, counts, regions, seconds / len(todo)
+                sentence, instances, work, counts, seconds / len(todo), find
             )
 
 
@@ -791,9 +804,11 @@ def segment(
         dataset, grid, statistics = runner.scene.dataset, runner.grid, runner.statistics
         timings["statistics"] = runner.statistics_seconds
         step = time.perf_counter()
-        answer = STRATEGY_FUNCTIONS[plan.strategy](
-            plan.query, runner, SceneFrame.from_dataset(dataset)
-        )
+        if plan.needs_regions:
+            frame = SceneFrame.from_dataset(dataset)
+            answer = STRATEGY_FUNCTIONS[plan.strategy](plan.query, runner, frame)
+        else:
+            answer = map_answer(plan.query)
         timings["passes"] = time.perf_counter() - step
         timings["encode_expression"] = runner.encode_seconds
         timings["check"] = runner.checker.seconds
@@ -832,7 +847,7 @@ def segment(
         strategy=plan.strategy,
         reading=plan.query.to_dict(),
         choice=answer.ranking.summary(answer.regions),
-        referent_found=bool(answer.ranking.chosen),
+        referent_found=bool(answer.ranking.chosen) if plan.needs_regions else None,
         passes=[p.to_dict() for p in passes],
         model_sha256=metadata.sha256,
     )

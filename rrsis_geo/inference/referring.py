@@ -38,6 +38,8 @@ __all__ = [
     "Ranking",
     "RunPass",
     "ScenePasses",
+    "chooses_among_regions",
+    "map_answer",
     "rank_regions",
     "scene_strategy",
     "tile_strategy",
@@ -467,7 +469,7 @@ def scene_strategy(query: SceneQuery, passes: ScenePasses, frame: SceneFrame) ->
     categories before it is chosen. A sentence without such words is the model's own choice:
     one pass of the whole sentence, its best region the referent.
     """
-    if query.kind == "description" or (query.measure is None and query.count == 1):
+    if not chooses_among_regions(query):
         regions = passes(query.text, False)
         return Answer(query, query.text, False, regions, rank_regions(query, regions, frame))
     if query.anchor_sentence:
@@ -477,6 +479,25 @@ def scene_strategy(query: SceneQuery, passes: ScenePasses, frame: SceneFrame) ->
     fragments = not passes.judges_size(query.description)
     ranking = rank_regions(query, regions, frame, anchors, passes.check, fragments)
     return Answer(query, query.model_sentence, True, regions, ranking, anchors, True)
+
+
+def chooses_among_regions(query: SceneQuery) -> bool:
+    """True when the scene strategy chooses the referent among the regions of a description.
+
+    A sentence without scene-level words is the model's own choice, one pass of the whole
+    sentence, as in the per-tile strategy.
+    """
+    return not (query.kind == "description" or (query.measure is None and query.count == 1))
+
+
+def map_answer(query: SceneQuery) -> Answer:
+    """The answer of a run that writes only the model's probability map of the whole sentence.
+
+    No region is found (on a large, noisy map that costs far more than the tiles) and none is
+    chosen: the raster is the answer, as in the per-tile strategy.
+    """
+    note = "no referent chosen: only the probability map was asked for (add a vector output)"
+    return Answer(query, query.text, False, [], Ranking("score", [], [], [], [], note))
 
 
 def tile_strategy(query: SceneQuery, passes: ScenePasses, frame: SceneFrame) -> Answer:

@@ -31,6 +31,7 @@ from affine import Affine
 from rasterio.transform import from_origin
 
 from rrsis_geo.models import DEFAULT_MODEL, SHIPPED_MODELS
+from tests.cli_run import rrsis
 from tests.rasters import textured, write_raster
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,20 +43,6 @@ ABSENT = "absent"  # a model folder that does not exist: the row must fail befor
 OUTPUTS = ("p.tif", "p.gpkg")
 DEFAULT_CONFIG = json.loads((SHIPPED_MODELS / DEFAULT_MODEL / "config.json").read_text())
 DEFAULT_GSD = DEFAULT_CONFIG["config"]["gsd"]
-
-
-def rrsis(*args: object, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    env.pop("RRSIS_MODEL", None)
-    env.pop("RRSIS_DEBUG", None)
-    return subprocess.run(
-        [sys.executable, "-m", "rrsis_geo", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=env,
-        timeout=300,
-    )
 
 
 # Scenes, written through rasterio into the row's input folder.

@@ -4,24 +4,13 @@ An untrained model's mask is meaningless: these tests check the plumbing, not ac
 """
 
 import json
-import subprocess
-import sys
 
 import pytest
 import rasterio
 
 from rrsis_geo.nn.config import named_config
 from rrsis_geo.nn.crobim import CroBIM
-
-
-def rrsis(*args):
-    return subprocess.run(
-        [sys.executable, "-m", "rrsis_geo", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"},
-    )
+from tests.cli_run import rrsis
 
 
 @pytest.fixture(scope="module")

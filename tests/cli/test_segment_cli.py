@@ -11,20 +11,11 @@ from pathlib import Path
 import pytest
 import rasterio
 
+from tests.cli_run import rrsis
 from tests.rasters import textured, write_raster
 
 BRIGHTNESS = "python:rrsis_geo.inference.reference_models:brightness"
 SLOW_MODEL = Path(__file__).with_name("slow_model.py")
-
-
-def rrsis(*args, cwd=None):
-    return subprocess.run(
-        [sys.executable, "-m", "rrsis_geo", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=300,
-    )
 
 
 @pytest.fixture

@@ -2,21 +2,15 @@
 
 import importlib.util
 import json
-import subprocess
-import sys
 
 import pytest
 
+from tests.cli_run import rrsis as rrsis_cli
 from tests.data.fixtures import write_refsegrs, write_risbench, write_rrsisd
 
 
 def rrsis(*args):
-    return subprocess.run(
-        [sys.executable, "-m", "rrsis_geo", "data", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return rrsis_cli("data", *args)
 
 
 def test_help_lists_the_commands():

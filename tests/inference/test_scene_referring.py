@@ -163,6 +163,24 @@ def test_restricted_raster_keeps_only_the_referent(tmp_path):
         assert values[row + 8, col + 8] == 0, name
 
 
+@pytest.mark.parametrize("strategy", ["scene", "tile"])
+def test_a_probability_map_alone_finds_no_region(tmp_path, strategy):
+    # Only the map of a sentence without scene words is asked for: the map is the answer, and
+    # regions (which cost far more than the tiles on a large noisy map) are never found.
+    raster = write_raster(tmp_path / "s.tif", _north_up_data())
+    options = SegmentOptions(tile_size=128, overlap=32, margin=8, strategy=strategy)
+    result = segment(raster, "bright squares", brightness(), [tmp_path / "map.tif"], options)
+    assert result.referent_found is None and result.passes[0]["regions"] is None
+    assert result.choice["note"].startswith("no referent chosen: only the probability map")
+    with rasterio.open(tmp_path / "map.tif") as dataset:
+        values = dataset.read(1)
+    assert all(values[row + 8, col + 8] > 240 for row, col in SQUARES.values())
+    with_polygons = segment(raster, "bright squares", brightness(),
+                            [tmp_path / "m2.tif", tmp_path / "m2.gpkg"], options)  # fmt: skip
+    assert with_polygons.passes[0]["regions"] == len(SQUARES)
+    assert with_polygons.referent_found
+
+
 def test_absent_target_writes_no_polygon_and_says_so(tmp_path):
     raster = write_raster(tmp_path / "dark.tif", np.full((3, 100, 100), 30, np.uint8))
     out, sidecar_of = tmp_path / "o.gpkg", tmp_path / "o.gpkg.json"
