@@ -223,9 +223,11 @@ def report(results: list[Result], command: str) -> str:
             "`TiledRasterWriter` (256 x 256 tiles, ZSTD level 1) and `write_cog` (DEFLATE level 6, "
             "predictor, 512 x 512 blocks, averaged overviews), same 64 MiB GDAL cache. Segment: "
             '`rrsis segment SCENE "bright fields" -o OUT.tif --model ... --quiet --overwrite '
-            "--json`, default scene strategy: besides that raster it writes a binary work raster, "
-            "polygonizes it into candidate regions and copies the probabilities under the chosen "
-            "ones before the COG; that is segment's work, not the floor's. Both are whole child "
+            "--json`, default scene strategy: besides that raster it writes a binary work raster "
+            "(a sentence without scene-level words and only a raster asked for: no region is "
+            "found; a vector output would polygonize every region of this per-pixel model's map, "
+            "thousands of them); that is segment's work, not the "
+            "floor's. Both are whole child "
             "processes (interpreter start and imports included); peak RSS is `ru_maxrss` from "
             "`os.wait4`. Copy and segment alternate, size by size, in one run.",
             "- Others' CPU: the CPU time every other process used during the runs (`/proc/stat` "

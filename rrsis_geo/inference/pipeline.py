@@ -809,10 +809,10 @@ def segment(
             answer = STRATEGY_FUNCTIONS[plan.strategy](plan.query, runner, frame)
         else:
             answer = map_answer(plan.query)
+        chosen_pass = runner.run(answer.sentence, answer.instances)
         timings["passes"] = time.perf_counter() - step
         timings["encode_expression"] = runner.encode_seconds
         timings["check"] = runner.checker.seconds
-        chosen_pass = runner.run(answer.sentence, answer.instances)
         polygons = write_outputs(
             plan, answer, chosen_pass, dataset, metadata, runner.stack, timings
         )
