@@ -13,27 +13,32 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Mapping
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from rrsis_geo import __version__
+from rrsis_geo.cli.batch import batch
 from rrsis_geo.cli.common import (
     JsonOption,
     OverwriteOption,
     QuietOption,
     TerminalProgress,
     command_errors,
-    fail,
     native_stderr,
     user_warnings,
 )
 from rrsis_geo.cli.data import data_app
 from rrsis_geo.cli.doctor import doctor
+from rrsis_geo.errors import InputError
 from rrsis_geo.geo.formats import RASTER, VECTOR, suffixes
 from rrsis_geo.geo.reading import MAX_UPSAMPLING
+
+if TYPE_CHECKING:
+    from rrsis_geo.inference.pipeline import SegmentRequest
 
 RASTER_HELP = " ".join(suffixes(RASTER))
 VECTOR_HELP = " ".join(suffixes(VECTOR))
@@ -102,12 +107,15 @@ def _parse_pair(text: str | None, option: str) -> tuple[float, float] | None:
     try:
         low, high = (float(part) for part in text.split(","))
     except ValueError:
-        fail(f"{option} takes two comma-separated numbers such as 2,98, got {text!r}")
+        raise InputError(
+            f"{option} takes two comma-separated numbers such as 2,98, got {text!r}"
+        ) from None
     return low, high
 
 
 @app.command()
 def segment(
+    ctx: typer.Context,
     input: Annotated[
         Path, typer.Argument(help="Raster to segment (any format GDAL reads).", show_default=False)
     ],
@@ -271,56 +279,24 @@ def segment(
     second tennis court from the left") is answered over the whole scene: every instance of
     the description is found, and the one the words ask for is the referent.
     """
-    if binary and float32:
-        fail("--binary and --float32 exclude each other")
-    if model is None:
-        from rrsis_geo.inference.model import DEFAULT_MODEL, default_model
-
-        shipped = default_model()
-        if shipped is None:
-            fail(
-                f"no model given and the default model {DEFAULT_MODEL} is not in this install "
-                "(it ships in models/ of a clone): pass --model with a CroBIM checkpoint "
-                "folder, a hub repo id, or python:PACKAGE.MODULE:FACTORY"
-            )
-        model = str(shipped)
+    with command_errors("no output written"):
+        request = segment_request(ctx.params)
     if explain and expression.strip():
         from rrsis_geo.inference.sentence import parse_sentence
 
         for line in parse_sentence(expression).explain().splitlines():
             typer.echo(f"rrsis: reading: {line}", err=True)
     with command_errors("no output written"), user_warnings(quiet), native_stderr():
-        summary = _run_segment(
-            input,
-            expression,
-            output or [],
-            model,
-            bands,
-            tile_size,
-            overlap,
-            margin,
-            batch_size,
-            device,
-            threshold,
-            "binary" if binary else "float32" if float32 else "probability",
-            gsd,
-            _parse_pair(percentiles, "--percentiles"),
-            sieve,
-            simplify,
-            min_area,
-            overwrite,
-            ProgressFormat.none if quiet else progress,
-            strategy.value,
-            candidates,
-            _vocabulary(not no_check, vocabulary),
-            max_upsampling=max_upsampling,
-        )
+        summary = _run_segment(request, ProgressFormat.none if quiet else progress)
     if json_output:
         typer.echo(json.dumps(summary))
     elif not quiet:
         typer.echo(f"rrsis: {_choice_line(summary)}", err=True)
         outputs = ", ".join(summary["outputs"])
         typer.echo(f"rrsis: wrote {outputs}", err=True)
+
+
+app.command()(batch)
 
 
 def _vocabulary(check: bool, vocabulary: str | None) -> tuple[str, ...] | None:
@@ -331,7 +307,7 @@ def _vocabulary(check: bool, vocabulary: str | None) -> tuple[str, ...] | None:
         return None
     categories = tuple(c.strip() for c in vocabulary.split(",") if c.strip())
     if not categories:
-        fail("--vocabulary names no category")
+        raise InputError("--vocabulary names no category")
     return categories
 
 
@@ -352,63 +328,87 @@ def _choice_line(summary: dict[str, Any]) -> str:
     return f"{matched}; chose rank {ranks} by {by} ({summary['strategy']} strategy)"
 
 
-def _run_segment(
-    input: Path,
-    expression: str,
-    outputs: list[Path],
-    model_spec: str,
-    bands: str | None,
-    tile_size: int | None,
-    overlap: int | None,
-    margin: int | None,
-    batch_size: int,
-    device: str,
-    threshold: float | None,
-    raster_kind: str,
-    gsd: float | None,
-    percentiles: tuple[float, float] | None,
-    sieve: int,
-    simplify: float,
-    min_area: float,
-    overwrite: bool,
-    progress: ProgressFormat,
-    strategy: str = "scene",
-    candidates: Path | None = None,
-    vocabulary: tuple[str, ...] | None = None,
-    max_upsampling: float = MAX_UPSAMPLING,
-) -> dict[str, Any]:
+def segment_request(params: Mapping[str, Any]) -> SegmentRequest:
+    """The :class:`SegmentRequest` of ``rrsis segment``'s parsed parameters.
+
+    The one place ``segment``'s options become a request: ``rrsis segment`` passes its own
+    parameters, ``rrsis batch`` those of each manifest row, parsed by the same command.
+
+    Args:
+        params: Parameter name -> value, as the ``segment`` click command parsed them
+            (``click.Context.params``).
+
+    Raises:
+        InputError: Options that exclude each other or do not parse, or no model at all.
+    """
     from rrsis_geo.geo.reading import parse_bands
     from rrsis_geo.geo.vectorize import VectorOptions
-    from rrsis_geo.inference.model import load_model
-    from rrsis_geo.inference.pipeline import SegmentOptions, check_run, segment
+    from rrsis_geo.inference.pipeline import SegmentOptions, SegmentRequest
 
+    if params["binary"] and params["float32"]:
+        raise InputError("--binary and --float32 exclude each other")
+    model = params["model"]
+    if model is None:
+        from rrsis_geo.inference.model import DEFAULT_MODEL, default_model
+
+        shipped = default_model()
+        if shipped is None:
+            raise InputError(
+                f"no model given and the default model {DEFAULT_MODEL} is not in this install "
+                "(it ships in models/ of a clone): pass --model with a CroBIM checkpoint "
+                "folder, a hub repo id, or python:PACKAGE.MODULE:FACTORY"
+            )
+        model = str(shipped)
+    candidates = params["candidates"]
     options = SegmentOptions(
-        bands=parse_bands(bands),
-        tile_size=tile_size,
-        overlap=overlap,
-        margin=margin,
-        batch_size=batch_size,
-        threshold=threshold,
-        gsd=gsd,
-        max_upsampling=max_upsampling,
-        percentiles=percentiles,
-        raster_kind=raster_kind,
-        vector=VectorOptions(sieve, simplify, min_area),
-        overwrite=overwrite,
-        strategy=strategy,
-        candidates=candidates,
-        vocabulary=vocabulary,
+        bands=parse_bands(params["bands"]),
+        tile_size=params["tile_size"],
+        overlap=params["overlap"],
+        margin=params["margin"],
+        batch_size=params["batch_size"],
+        threshold=params["threshold"],
+        gsd=params["gsd"],
+        max_upsampling=params["max_upsampling"],
+        percentiles=_parse_pair(params["percentiles"], "--percentiles"),
+        raster_kind="binary"
+        if params["binary"]
+        else "float32"
+        if params["float32"]
+        else "probability",
+        vector=VectorOptions(params["sieve"], params["simplify"], params["min_area"]),
+        overwrite=params["overwrite"],
+        strategy=Strategy(params["strategy"]).value,
+        candidates=Path(candidates) if candidates is not None else None,
+        vocabulary=_vocabulary(not params["no_check"], params["vocabulary"]),
     )
+    return SegmentRequest(
+        input_path=Path(params["input"]),
+        expression=params["expression"],
+        outputs=tuple(Path(p) for p in params["output"] or ()),
+        model=model,
+        device=params["device"],
+        options=options,
+    )
+
+
+def _run_segment(request: SegmentRequest, progress: ProgressFormat) -> dict[str, Any]:
+    from rrsis_geo.inference.model import load_model
+    from rrsis_geo.inference.pipeline import check_run, segment
+
+    input_path, expression, outputs = request.input_path, request.expression, request.outputs
     # Everything that does not need the model is checked before it loads (seconds).
-    checked = check_run(input, expression, outputs, options)
-    loaded = load_model(model_spec, device)
+    checked = check_run(input_path, expression, outputs, request.options)
+    loaded = load_model(request.model, request.device)
+    options = request.options
     if progress is ProgressFormat.json:
         result = segment(
-            input, expression, loaded, outputs, options, _json_progress, sys.argv, checked
+            input_path, expression, loaded, outputs, options, _json_progress, sys.argv, checked
         )
     else:
         with TerminalProgress("tiles", progress is ProgressFormat.bar) as bar:
-            result = segment(input, expression, loaded, outputs, options, bar, sys.argv, checked)
+            result = segment(
+                input_path, expression, loaded, outputs, options, bar, sys.argv, checked
+            )
     return result.to_dict()
 
 

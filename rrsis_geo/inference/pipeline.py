@@ -359,6 +359,10 @@ class SegmentOptions:
     candidates: Path | None = None
     vocabulary: tuple[str, ...] | None = None
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (paths as text, tuples as lists), as recorded in the sidecar."""
+        return json.loads(json.dumps(asdict(self), default=str))
+
     def threshold_of(self, metadata: ModelMetadata) -> float:
         """The foreground threshold with a model of ``metadata``."""
         return metadata.threshold if self.threshold is None else self.threshold
@@ -397,10 +401,40 @@ class SegmentResult:
     """None: not decided, only the probability map was asked for (no region was found)."""
     passes: list[dict[str, Any]] = field(default_factory=list)
     model_sha256: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    """The :class:`SegmentOptions` as given (:meth:`SegmentOptions.to_dict`), so that a later
+    run can tell whether these outputs answer the same request (``rrsis batch`` skips them)."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class SegmentRequest:
+    """One whole :func:`segment` call as the CLI builds it from ``rrsis segment``'s options.
+
+    Attributes:
+        input_path: The raster.
+        expression: The referring expression.
+        outputs: Files to write; empty: :func:`default_output_paths`.
+        model: The ``--model`` value (:func:`~rrsis_geo.inference.model.load_model`).
+        device: The ``--device`` value.
+        options: Everything else.
+    """
+
+    input_path: Path
+    expression: str
+    outputs: tuple[Path, ...]
+    model: str
+    device: str
+    options: SegmentOptions
+
+    def output_paths(self) -> list[Path]:
+        """The outputs this request writes, candidate layer included."""
+        paths = list(self.outputs) or default_output_paths(self.input_path, self.expression)
+        candidates = self.options.candidates
+        return [*paths, *([candidates] if candidates is not None else [])]
 
 
 def output_kind(path: Path) -> str:
@@ -412,13 +446,24 @@ def output_kind(path: Path) -> str:
     return output_format(path).kind
 
 
-def default_output_paths(input_path: Path, expression: str) -> list[Path]:
-    """Outputs next to the input when none are given: a probability COG and a GeoPackage."""
+def default_output_paths(
+    input_path: Path,
+    expression: str,
+    suffixes: Sequence[str] = (".tif", ".gpkg"),
+    folder: Path | None = None,
+) -> list[Path]:
+    """Outputs when none are given: ``INPUT_STEM.<expression slug><suffix>`` for each suffix.
+
+    Args:
+        input_path: The raster.
+        expression: The referring expression (its words make the slug).
+        suffixes: One output per suffix; by default a probability COG and a GeoPackage.
+        folder: Where they go; by default next to the input.
+    """
     slug = "".join(c if c.isalnum() else "_" for c in expression.lower()).strip("_")
     slug = "_".join(part for part in slug.split("_") if part)[:48] or "expression"
-    return [
-        input_path.with_name(f"{input_path.stem}.{slug}{suffix}") for suffix in (".tif", ".gpkg")
-    ]
+    folder = input_path.parent if folder is None else folder
+    return [folder / f"{input_path.stem}.{slug}{suffix}" for suffix in suffixes]
 
 
 @dataclass(frozen=True)
@@ -850,6 +895,7 @@ def segment(
         referent_found=bool(answer.ranking.chosen) if plan.needs_regions else None,
         passes=[p.to_dict() for p in passes],
         model_sha256=metadata.sha256,
+        options=options.to_dict(),
     )
     for target in result.outputs:
         sidecar = Path(target).with_name(Path(target).name + ".json")

@@ -1,0 +1,306 @@
+"""``rrsis batch``: many scene-sentence requests in one process, each model loaded once.
+
+Every row's options are parsed by ``rrsis segment``'s own click command (one option list);
+see docs/batch.md for the manifest format, the skip rule and the exit codes.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from rrsis_geo.cli.common import (
+    EXIT_INTERRUPTED,
+    EXIT_USER_ERROR,
+    JsonOption,
+    OverwriteOption,
+    QuietOption,
+    command_errors,
+    native_stderr,
+    user_warnings,
+)
+from rrsis_geo.errors import InputError
+
+if TYPE_CHECKING:
+    from rrsis_geo.inference.batch import BatchReport, BatchRow, ManifestRow, RowOutcome
+
+__all__ = ["batch", "batch_rows"]
+
+# ``rrsis segment`` options that concern how one command reports, not what a row computes.
+REPORTING_OPTIONS = ("json", "quiet", "progress", "explain", "output")
+TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def batch(
+    manifest: Annotated[
+        str,
+        typer.Argument(
+            help="A .csv or .jsonl manifest, a folder of scenes, or a quoted glob such as "
+            "'scenes/*.tif' (then -e gives the sentence).",
+            show_default=False,
+        ),
+    ],
+    expression: Annotated[
+        str | None,
+        typer.Option(
+            "--expression",
+            "-e",
+            help="The sentence for every scene of a folder or glob.",
+            show_default=False,
+        ),
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Folder for the outputs of rows that name none (created if missing; "
+            "default: each scene's folder): SCENE_STEM.<sentence>.gpkg.",
+            show_default=False,
+        ),
+    ] = None,
+    suffix: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--suffix",
+            help="Output suffix of rows that name no output; repeat for several, "
+            "e.g. --suffix .gpkg --suffix .tif (default: .gpkg).",
+            show_default=False,
+        ),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="Model of the rows without a model column (as rrsis segment --model).",
+            show_default=False,
+        ),
+    ] = None,
+    device: Annotated[
+        str | None,
+        typer.Option(
+            help="Device of the rows without a device column (auto, cpu, cuda, cuda:N, mps).",
+            show_default=False,
+        ),
+    ] = None,
+    set_options: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="KEY=VALUE: an rrsis segment option for every row without that column, "
+            "e.g. --set tile_size=256 --set bands=3,2,1.",
+            show_default=False,
+        ),
+    ] = None,
+    fail_fast: Annotated[
+        bool,
+        typer.Option(
+            "--fail-fast/--continue-on-error",
+            help="Stop at the first failed row, or try every row.",
+        ),
+    ] = False,
+    overwrite: OverwriteOption = False,
+    json_output: JsonOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Segment many scene-sentence rows in one process, each model loaded once.
+
+    Rows whose outputs exist and whose sidecars record the same request are skipped, so
+    running the same command again finishes only what is missing. Exit code 0 when no row
+    failed, 1 when any did (each failure is named in the summary), 130 when interrupted.
+    """
+    defaults = _defaults(model, device, overwrite, set_options or [])
+    with command_errors("nothing written"):
+        rows = batch_rows(manifest, expression, output, suffix or [], defaults)
+    report = _run(rows, fail_fast, quiet)
+    if json_output:
+        typer.echo(json.dumps(report.to_dict()))
+    if not quiet:
+        for line in report.table().splitlines():
+            typer.echo(f"rrsis: batch: {line}", err=True)
+    if report.interrupted:
+        typer.echo("rrsis: interrupted; the rows done so far are kept", err=True)
+        raise typer.Exit(EXIT_INTERRUPTED)
+    raise typer.Exit(EXIT_USER_ERROR if report.failed else 0)
+
+
+def _defaults(
+    model: str | None, device: str | None, overwrite: bool, settings: list[str]
+) -> dict[str, Any]:
+    defaults: dict[str, Any] = {}
+    for setting in settings:
+        key, equals, value = setting.partition("=")
+        if not equals or not key.strip():
+            raise typer.BadParameter(f"{setting!r} is not KEY=VALUE", param_hint="--set")
+        defaults[_key(key)] = value
+    if model is not None:
+        defaults["model"] = model
+    if device is not None:
+        defaults["device"] = device
+    if overwrite:
+        defaults["overwrite"] = True
+    return defaults
+
+
+def _run(rows: list[BatchRow], fail_fast: bool, quiet: bool) -> BatchReport:
+    from rrsis_geo.inference.batch import BatchReport, run_batch
+
+    report = BatchReport(total=len(rows))
+
+    def on_row(position: int, outcome: RowOutcome) -> None:
+        if not quiet:
+            typer.echo(f"rrsis: batch: [{position}/{len(rows)}] {_row_line(outcome)}", err=True)
+
+    with command_errors("the rows done so far are kept"), user_warnings(quiet), native_stderr():
+        try:
+            run_batch(rows, fail_fast, on_row, sys.argv, report)
+        except KeyboardInterrupt:
+            report.interrupted = True
+    return report
+
+
+def _row_line(outcome: RowOutcome) -> str:
+    request = outcome.row.request
+    line = f'{outcome.status} {request.input_path} "{request.expression}"'
+    return line + (f" ({outcome.reason})" if outcome.reason else "")
+
+
+def batch_rows(
+    source: str,
+    expression: str | None,
+    folder: Path | None,
+    suffixes: list[str],
+    defaults: dict[str, Any],
+) -> list[BatchRow]:
+    """Every row of a manifest, folder or glob, parsed and checked before any model loads.
+
+    Args:
+        source: A ``.csv``/``.jsonl`` manifest, a folder of scenes or a glob.
+        expression: The sentence of every scene of a folder or glob (not with a manifest).
+        folder: Where rows that name no output write theirs (default: the scene's folder).
+        suffixes: Their suffixes (default ``.gpkg``).
+        defaults: Option -> value for the rows that do not set it.
+
+    Raises:
+        InputError: A malformed manifest, an unknown column or option, a value the option
+            refuses, or two rows writing the same output.
+    """
+    from rrsis_geo.inference.batch import ManifestRow, read_manifest, scene_paths
+
+    path = Path(source)
+    if path.is_file():
+        if expression is not None:
+            raise InputError("-e/--expression is for a folder or glob of scenes, not a manifest")
+        entries = read_manifest(path)
+    else:
+        if expression is None:
+            raise InputError(f"{source} is not a manifest file; give -e SENTENCE for its scenes")
+        scenes = scene_paths(source)
+        entries = [ManifestRow(i, str(p), (expression,)) for i, p in enumerate(scenes, 1)]
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+    command = _segment_command()
+    rows = [
+        _batch_row(source, entry, sentence, folder, suffixes, defaults, command)
+        for entry in entries
+        for sentence in entry.sentences
+    ]
+    _check_distinct_outputs(rows)
+    return rows
+
+
+def _segment_command() -> Any:
+    """``rrsis segment``'s own (typer's click) command: the one list of segment options."""
+    import typer.main
+
+    from rrsis_geo.cli.app import app
+
+    return getattr(typer.main.get_command(app), "commands")["segment"]  # noqa: B009
+
+
+def _batch_row(
+    source: str,
+    entry: ManifestRow,
+    sentence: str,
+    folder: Path | None,
+    suffixes: list[str],
+    defaults: dict[str, Any],
+    command: Any,
+) -> BatchRow:
+    from rrsis_geo.cli.app import segment_request
+    from rrsis_geo.inference.batch import BatchRow
+    from rrsis_geo.inference.pipeline import default_output_paths
+
+    where = f"{source} line {entry.line}"
+    outputs = list(entry.outputs)
+    if not outputs:
+        scene = Path(entry.scene)
+        named = default_output_paths(scene, sentence, suffixes or (".gpkg",), folder)
+        outputs = [str(p) for p in named]
+    arguments = [entry.scene, sentence, *(f"--output={out}" for out in outputs)]
+    options = {**defaults, **{_key(key): value for key, value in entry.options.items()}}
+    arguments += _option_arguments(where, options, command)
+    try:
+        context = command.make_context("segment", arguments)
+        request = segment_request(context.params)
+    except typer.TyperException as error:
+        message = getattr(error, "format_message", error.__str__)()
+        raise InputError(f"{where}: {message}") from None
+    except InputError as error:
+        raise InputError(f"{where}: {error}") from None
+    return BatchRow(entry.line, request)
+
+
+def _key(column: str) -> str:
+    return column.strip().lstrip("-").replace("-", "_")
+
+
+def _option_arguments(where: str, options: dict[str, Any], command: Any) -> list[str]:
+    """``--flag`` / ``--name=value`` arguments of ``options`` for the segment command."""
+    known = {
+        _key(param.opts[0]): param
+        for param in command.params
+        if param.opts[0].startswith("--") and _key(param.opts[0]) not in REPORTING_OPTIONS
+    }
+    arguments = []
+    for key, value in options.items():
+        param = known.get(key)
+        if param is None:
+            raise InputError(
+                f"{where}: unknown column {key!r}: a column is scene, sentence, sentences, "
+                f"output or an rrsis segment option ({', '.join(sorted(known))})"
+            )
+        flag = param.opts[0]
+        if getattr(param, "is_flag", False):
+            if _truth(where, key, value):
+                arguments.append(flag)
+        elif isinstance(value, list):
+            arguments.append(f"{flag}={','.join(str(item) for item in value)}")
+        elif isinstance(value, bool):
+            raise InputError(f"{where}: {key} takes a value, not {str(value).lower()}")
+        else:
+            arguments.append(f"{flag}={value}")
+    return arguments
+
+
+def _truth(where: str, key: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in TRUE or text in FALSE:
+        return text in TRUE
+    raise InputError(f"{where}: {key} is a switch: use true or false, not {value!r}")
+
+
+def _check_distinct_outputs(rows: list[BatchRow]) -> None:
+    seen: dict[Path, BatchRow] = {}
+    for row in rows:
+        for path in row.request.output_paths():
+            first = seen.setdefault(path.resolve(), row)
+            if first is not row:
+                raise InputError(f"lines {first.line} and {row.line} both write {path}")

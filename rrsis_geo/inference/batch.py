@@ -1,0 +1,428 @@
+"""Many scene-sentence requests in one process: the library part of ``rrsis batch``.
+
+A manifest (CSV or JSONL) lists rows of a scene, a sentence (or a JSONL ``sentences`` list),
+outputs and per-row options; :func:`read_manifest` reads it into :class:`ManifestRow` values
+as written, and the CLI turns each into a :class:`BatchRow` (a
+:class:`~rrsis_geo.inference.pipeline.SegmentRequest`) with ``rrsis segment``'s own option
+parser. :func:`run_batch` then loads each distinct model once, skips rows whose outputs
+already answer the same request (:func:`skip_reason`), runs the others through
+:func:`~rrsis_geo.inference.pipeline.check_run` and
+:func:`~rrsis_geo.inference.pipeline.segment`, and records every row's outcome in a
+:class:`BatchReport`.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rrsis_geo.errors import InputError, RrsisError
+from rrsis_geo.inference.pipeline import SegmentRequest
+
+__all__ = [
+    "MANIFEST_COLUMNS",
+    "SCENE_SUFFIXES",
+    "BatchReport",
+    "BatchRow",
+    "ManifestRow",
+    "ModelCache",
+    "RowOutcome",
+    "failure_reason",
+    "read_manifest",
+    "run_batch",
+    "run_row",
+    "scene_paths",
+    "skip_reason",
+]
+
+MANIFEST_COLUMNS = ("scene", "sentence", "sentences", "output", "outputs")
+"""Columns that are not ``rrsis segment`` options; every other column must be one."""
+
+SCENE_SUFFIXES = (".tif", ".tiff", ".jp2", ".img", ".vrt", ".png", ".jpg", ".jpeg")
+"""What a folder given to ``rrsis batch`` is searched for."""
+
+DONE, SKIPPED, FAILED = "done", "skipped", "failed"
+
+
+@dataclass(frozen=True)
+class ManifestRow:
+    """One manifest row as written, before its options are parsed.
+
+    Attributes:
+        line: Where it is: the line of a JSONL file, the line of a CSV file (header = 1).
+        scene: The raster.
+        sentences: One or more referring expressions.
+        outputs: Output files (empty: default names).
+        options: Column -> value for every other column (``rrsis segment`` options).
+    """
+
+    line: int
+    scene: str
+    sentences: tuple[str, ...]
+    outputs: tuple[str, ...] = ()
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BatchRow:
+    """One scene-sentence request of a batch.
+
+    Attributes:
+        line: Its manifest line (the scene's position for a glob or a folder).
+        request: What ``rrsis segment`` would be asked to do.
+    """
+
+    line: int
+    request: SegmentRequest
+
+
+@dataclass
+class RowOutcome:
+    """What became of one row.
+
+    Attributes:
+        row: The row.
+        status: ``"done"``, ``"skipped"`` or ``"failed"``.
+        outputs: Its output files.
+        seconds: Wall time spent on it.
+        tiles: Tiles the model predicted for it (0 when skipped or failed).
+        reason: One line: why it failed (or was skipped), else None.
+    """
+
+    row: BatchRow
+    status: str
+    outputs: list[str]
+    seconds: float = 0.0
+    tiles: int = 0
+    reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        request = self.row.request
+        return {
+            "line": self.row.line,
+            "scene": str(request.input_path),
+            "sentence": request.expression,
+            "status": self.status,
+            "outputs": self.outputs,
+            "seconds": round(self.seconds, 3),
+            "tiles_predicted": self.tiles,
+            "reason": self.reason,
+        }
+
+
+@dataclass
+class BatchReport:
+    """Every row's outcome, in manifest order, and whether the batch was interrupted."""
+
+    outcomes: list[RowOutcome] = field(default_factory=list)
+    total: int = 0
+    interrupted: bool = False
+
+    def counts(self) -> dict[str, int]:
+        """Rows done, skipped and failed."""
+        return {s: sum(o.status == s for o in self.outcomes) for s in (DONE, SKIPPED, FAILED)}
+
+    @property
+    def failed(self) -> bool:
+        """Whether any row failed (or the batch was interrupted)."""
+        return self.interrupted or self.counts()[FAILED] > 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (``rrsis batch --json``)."""
+        return {
+            "rows": [outcome.to_dict() for outcome in self.outcomes],
+            "counts": self.counts(),
+            "total": self.total,
+            "interrupted": self.interrupted,
+        }
+
+    def table(self) -> str:
+        """A plain-text table of the rows and a line of counts."""
+        lines = [f"{'line':>4}  {'status':<7} {'seconds':>8} {'tiles':>6}  scene / sentence"]
+        for outcome in self.outcomes:
+            row = outcome.to_dict()
+            lines.append(
+                f"{row['line']:>4}  {row['status']:<7} {row['seconds']:>8.2f} "
+                f"{row['tiles_predicted']:>6}  {row['scene']} {row['sentence']!r}"
+                + (f" ({row['reason']})" if outcome.status == FAILED else "")
+            )
+        counts = ", ".join(f"{n} {status}" for status, n in self.counts().items())
+        unreached = self.total - len(self.outcomes)
+        lines.append(f"{counts}" + (f", {unreached} not reached" if unreached else ""))
+        return "\n".join(lines)
+
+
+def read_manifest(path: Path) -> list[ManifestRow]:
+    """Read a CSV (header row) or JSONL (one object a line) manifest.
+
+    A row names ``scene``, ``sentence`` (or, in JSONL, a ``sentences`` list), optionally
+    ``output`` (CSV: several separated by ``;``; JSONL: a string or a list) and any
+    ``rrsis segment`` option as a column (empty cells: the option's default).
+
+    Raises:
+        InputError: An unreadable file, an unknown suffix, a malformed line, or a row
+            without a scene or a sentence.
+    """
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as error:
+        raise InputError(f"manifest {path}: not readable ({error})") from None
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        records = _csv_records(text)
+    elif suffix in (".jsonl", ".ndjson"):
+        records = _jsonl_records(path, text)
+    else:
+        raise InputError(f"manifest {path}: use a .csv or .jsonl file, not {suffix or 'none'}")
+    rows = [_manifest_row(path, line, record) for line, record in records]
+    if not rows:
+        raise InputError(f"manifest {path}: no rows")
+    return rows
+
+
+def _csv_records(text: str) -> list[tuple[int, dict[str, Any]]]:
+    reader = csv.DictReader(text.splitlines())
+    records = []
+    for record in reader:
+        cleaned = {
+            (key or "").strip(): (value or "").strip()
+            for key, value in record.items()
+            if key is not None
+        }
+        cleaned = {key: value for key, value in cleaned.items() if value != ""}
+        if cleaned:
+            records.append((reader.line_num, cleaned))
+    return records
+
+
+def _jsonl_records(path: Path, text: str) -> list[tuple[int, dict[str, Any]]]:
+    records = []
+    for line, content in enumerate(text.splitlines(), start=1):
+        if not content.strip():
+            continue
+        try:
+            record = json.loads(content)
+        except json.JSONDecodeError as error:
+            raise InputError(f"manifest {path} line {line}: not JSON ({error.msg})") from None
+        if not isinstance(record, dict):
+            raise InputError(f"manifest {path} line {line}: not a JSON object")
+        records.append((line, {k: v for k, v in record.items() if v is not None}))
+    return records
+
+
+def _manifest_row(path: Path, line: int, record: dict[str, Any]) -> ManifestRow:
+    where = f"manifest {path} line {line}"
+    scene = record.pop("scene", None)
+    if not isinstance(scene, str) or not scene:
+        raise InputError(f"{where}: no scene")
+    sentences = _strings(record.pop("sentences", None), where, "sentences")
+    sentence = record.pop("sentence", None)
+    if sentence is not None:
+        sentences = [*_strings(sentence, where, "sentence"), *sentences]
+    if not sentences:
+        raise InputError(f"{where}: no sentence")
+    outputs = _strings(record.pop("output", None), where, "output", split=";")
+    outputs += _strings(record.pop("outputs", None), where, "outputs", split=";")
+    if outputs and len(sentences) > 1:
+        raise InputError(f"{where}: several sentences cannot share outputs; leave output out")
+    return ManifestRow(line, scene, tuple(sentences), tuple(outputs), record)
+
+
+def _strings(value: Any, where: str, column: str, split: str | None = None) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        parts = value.split(split) if split else [value]
+        return [part.strip() for part in parts if part.strip()]
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return [item for item in value if item.strip()]
+    raise InputError(f"{where}: {column} must be text or a list of text")
+
+
+def scene_paths(pattern: str) -> list[Path]:
+    """The scenes of a folder (files with a :data:`SCENE_SUFFIXES` suffix) or a glob.
+
+    A file with a ``.json`` sidecar beside it is an output of an earlier run, not a scene.
+
+    Raises:
+        InputError: When nothing matches.
+    """
+    folder = Path(pattern)
+    if folder.is_dir():
+        found = [p for p in folder.iterdir() if p.suffix.lower() in SCENE_SUFFIXES]
+    else:
+        found = [Path(p) for p in glob.glob(pattern, recursive=True)]
+    scenes = sorted(p for p in found if p.is_file() and not p.with_name(p.name + ".json").exists())
+    if not scenes:
+        raise InputError(f"no scene matches {pattern}")
+    return scenes
+
+
+def failure_reason(error: BaseException) -> str:
+    """One line on why a row failed: the message of an :class:`RrsisError`, else the type."""
+    if isinstance(error, RrsisError):
+        return str(error)
+    first_line = str(error).splitlines()[0] if str(error) else ""
+    return f"internal error: {type(error).__name__}: {first_line}"
+
+
+class ModelCache:
+    """Each distinct model (spec and device) loaded once, or its loading error kept."""
+
+    def __init__(self, loader: Callable[[str, str], Any] | None = None) -> None:
+        if loader is None:
+            from rrsis_geo.inference.model import load_model
+
+            loader = load_model
+        self._loader = loader
+        self._models: dict[tuple[str, str], Any] = {}
+        self._errors: dict[tuple[str, str], Exception] = {}
+
+    def get(self, request: SegmentRequest) -> Any:
+        """The loaded model of ``request``.
+
+        Raises:
+            Exception: The error loading it raised (again for every row that names it).
+        """
+        key = (request.model, request.device)
+        if key in self._errors:
+            raise self._errors[key]
+        if key not in self._models:
+            try:
+                self._models[key] = self._loader(*key)
+            except Exception as error:
+                self._errors[key] = error
+                raise
+        return self._models[key]
+
+
+def skip_reason(request: SegmentRequest, models: ModelCache) -> str | None:
+    """Why the outputs of ``request`` cannot be kept as they are, or None to skip it.
+
+    A row is skipped when every output exists and every sidecar (``<output>.json``) records
+    the same input path, sentence, options (but ``overwrite``) and model (its weights'
+    sha256, else its name). The model is loaded only when all else matches.
+
+    Returns:
+        None when the outputs answer this request; ``"missing"`` when an output is missing;
+        else what differs, in words.
+    """
+    paths = request.output_paths()
+    if not all(path.exists() for path in paths):
+        return "missing"
+    wanted = request.options.to_dict()
+    wanted.pop("overwrite")
+    expression = " ".join(request.expression.split())
+    sidecars = []
+    for path in paths:
+        sidecar = _read_sidecar(path)
+        if sidecar is None:
+            return f"{path} has no readable sidecar {path.name}.json"
+        recorded = dict(sidecar.get("options") or {})
+        recorded.pop("overwrite", None)
+        if Path(str(sidecar.get("input"))).resolve() != request.input_path.resolve():
+            return f"{path} was made from {sidecar.get('input')}"
+        if sidecar.get("expression") != expression:
+            return f"{path} answers {sidecar.get('expression')!r}"
+        if recorded != wanted:
+            keys = wanted.keys() | recorded.keys()
+            differ = sorted(k for k in keys if wanted.get(k) != recorded.get(k))
+            return f"{path} was made with other options ({', '.join(differ)})"
+        sidecars.append(sidecar)
+    metadata = models.get(request).metadata
+    for path, sidecar in zip(paths, sidecars, strict=True):
+        if metadata.sha256 and sidecar.get("model_sha256"):
+            same = sidecar["model_sha256"] == metadata.sha256
+        else:
+            same = sidecar.get("model") == metadata.name
+        if not same:
+            return f"{path} was made by another model ({sidecar.get('model')})"
+    return None
+
+
+def _read_sidecar(path: Path) -> dict[str, Any] | None:
+    try:
+        document = json.loads(path.with_name(path.name + ".json").read_text())
+    except (OSError, ValueError):
+        return None
+    return document if isinstance(document, dict) else None
+
+
+def run_row(row: BatchRow, models: ModelCache, command: Sequence[str] | None = None) -> RowOutcome:
+    """Skip, run or fail one row; never raises but for an interruption.
+
+    Outputs that exist but answer another request fail the row unless its options say
+    ``overwrite``. A failing row leaves no output behind (``segment`` writes atomically).
+    """
+    from rrsis_geo.inference.pipeline import check_run, segment
+
+    request = row.request
+    outputs = [str(path) for path in request.output_paths()]
+    started = time.perf_counter()
+    try:
+        differs = skip_reason(request, models)
+        if differs is None:
+            return RowOutcome(row, SKIPPED, outputs, time.perf_counter() - started, 0, None)
+        if differs != "missing" and not request.options.overwrite:
+            raise InputError(f"{differs}; --overwrite replaces it")
+        options = request.options
+        checked = check_run(request.input_path, request.expression, request.outputs, options)
+        model = models.get(request)
+        result = segment(
+            request.input_path,
+            request.expression,
+            model,
+            request.outputs,
+            options,
+            None,
+            command,
+            checked,
+        )
+    except Exception as error:
+        reason = failure_reason(error)
+        return RowOutcome(row, FAILED, outputs, time.perf_counter() - started, 0, reason)
+    tiles = int(result.tiles.get("predicted", 0))
+    return RowOutcome(row, DONE, result.outputs, time.perf_counter() - started, tiles, None)
+
+
+def run_batch(
+    rows: Sequence[BatchRow],
+    fail_fast: bool = False,
+    on_row: Callable[[int, RowOutcome], None] | None = None,
+    command: Sequence[str] | None = None,
+    report: BatchReport | None = None,
+    models: ModelCache | None = None,
+) -> BatchReport:
+    """Run every row in order (see :func:`run_row`), each distinct model loaded once.
+
+    Args:
+        rows: The requests.
+        fail_fast: Stop after the first failed row (by default every row is tried).
+        on_row: Called after each row with its 1-based position and outcome.
+        command: The command line recorded in the sidecars.
+        report: Filled as rows finish, so a caller that is interrupted still has the rows
+            so far; a new one by default.
+        models: The model cache; a new one by default.
+
+    Returns:
+        The report; ``interrupted`` stays False (a ``KeyboardInterrupt`` propagates after
+        the current row's own clean-up, with ``report`` holding the rows before it).
+    """
+    report = report if report is not None else BatchReport()
+    report.total = len(rows)
+    models = models if models is not None else ModelCache()
+    for position, row in enumerate(rows, start=1):
+        outcome = run_row(row, models, command)
+        report.outcomes.append(outcome)
+        if on_row is not None:
+            on_row(position, outcome)
+        if fail_fast and outcome.status == FAILED:
+            break
+    return report
