@@ -267,6 +267,15 @@ def segment(
         bool, typer.Option("--explain", help="Print how the sentence was read (on stderr).")
     ] = False,
     overwrite: OverwriteOption = False,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Keep the finished rows of the scene beside the output while it runs (and "
+            "after an interruption), and continue from them when they are there; a state of "
+            "another input, sentence, model or pixel option is refused.",
+        ),
+    ] = False,
     json_output: JsonOption = False,
     quiet: QuietOption = False,
     progress: Annotated[
@@ -286,7 +295,10 @@ def segment(
 
         for line in parse_sentence(expression).explain().splitlines():
             typer.echo(f"rrsis: reading: {line}", err=True)
-    with command_errors("no output written"), user_warnings(quiet), native_stderr():
+    interrupted = "no output written"
+    if resume:
+        interrupted += "; the finished rows are kept: run it again with --resume to continue"
+    with command_errors(interrupted), user_warnings(quiet), native_stderr():
         summary = _run_segment(request, ProgressFormat.none if quiet else progress)
     if json_output:
         typer.echo(json.dumps(summary))
@@ -380,6 +392,7 @@ def segment_request(params: Mapping[str, Any]) -> SegmentRequest:
         strategy=Strategy(params["strategy"]).value,
         candidates=Path(candidates) if candidates is not None else None,
         vocabulary=_vocabulary(not params["no_check"], params["vocabulary"]),
+        resume=params["resume"],
     )
     return SegmentRequest(
         input_path=Path(params["input"]),

@@ -31,9 +31,16 @@ class StreamingStitcher:
         sink: Called with each block of finished rows, top to bottom, exactly covering the raster.
         block_rows: Rows are emitted in multiples of this (the output's block height), so that
             writers never rewrite a partially written block; the last block may be shorter.
+        start_row: Rows above this one are final already (a resumed pass; a multiple of
+            ``block_rows``): nothing is emitted for them and the parts of tiles over them are
+            dropped. Every tile reaching this row or below must still be added
+            (:meth:`TileGrid.first_row_reaching`), so the rows emitted are exactly those of an
+            uninterrupted pass.
     """
 
-    def __init__(self, grid: TileGrid, sink: RowSink, block_rows: int = 256) -> None:
+    def __init__(
+        self, grid: TileGrid, sink: RowSink, block_rows: int = 256, start_row: int = 0
+    ) -> None:
         self.grid = grid
         self.sink = sink
         self.block_rows = max(1, block_rows)
@@ -42,7 +49,9 @@ class StreamingStitcher:
         self._valid = np.zeros((capacity, grid.width), dtype=bool)
         self._row_totals = grid.weight_totals(0)
         self._column_totals = grid.weight_totals(1)
-        self._top = 0  # raster row held in accumulator row 0
+        if start_row % self.block_rows and start_row < grid.height:
+            raise ValueError(f"start row {start_row} is not a multiple of {self.block_rows}")
+        self._top = min(start_row, grid.height)  # raster row held in accumulator row 0
         self._last_tile_y = 0
 
     @property
@@ -64,15 +73,17 @@ class StreamingStitcher:
             raise ValueError("tiles must be added in row-major order")
         self._release_rows_before(tile.y)
         self._last_tile_y = tile.y
-        rows = slice(tile.y - self._top, tile.y - self._top + tile.height)
+        skip = max(0, self._top - tile.y)  # rows above a resumed pass's start are final
+        if skip >= tile.height:
+            return
+        rows = slice(tile.y + skip - self._top, tile.y - self._top + tile.height)
         cols = slice(tile.x, tile.x + tile.width)
-        self._weighted[rows, cols] += probabilities[
-            : tile.height, : tile.width
-        ] * self.grid.weights(tile)
+        kept = slice(skip, tile.height), slice(0, tile.width)
+        self._weighted[rows, cols] += probabilities[kept] * self.grid.weights(tile)[kept]
         if valid is None:
             self._valid[rows, cols] = True
         else:
-            self._valid[rows, cols] |= valid[: tile.height, : tile.width]
+            self._valid[rows, cols] |= valid[kept]
 
     def close(self) -> None:
         """Emit every remaining row; call once after the last tile."""

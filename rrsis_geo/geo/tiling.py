@@ -142,6 +142,18 @@ class TileGrid:
     def __len__(self) -> int:
         return len(self.row_starts) * len(self.col_starts)
 
+    def first_row_reaching(self, row: int) -> int:
+        """Index of the first tile row whose tiles cover raster row ``row`` or a later one.
+
+        Rows before ``row`` being final, only these tile rows still contribute anything: a
+        resumed pass restarts there (:class:`~rrsis_geo.geo.stitching.StreamingStitcher`'s
+        ``start_row``). Equals the number of tile rows when ``row`` is past the raster.
+        """
+        for index, start in enumerate(self.row_starts):
+            if min(start + self.tile_size, self.height) > row:
+                return index
+        return len(self.row_starts)
+
     def __iter__(self) -> Iterator[Tile]:
         """Tiles in row-major order (the order the streaming stitcher needs)."""
         rows, cols = self.row_starts, self.col_starts

@@ -219,6 +219,33 @@ class TiledRasterWriter:
         if tags:
             self.dataset.update_tags(**tags)
 
+    @classmethod
+    def reopen(cls, path: Path, encoding: RasterEncoding) -> TiledRasterWriter:
+        """Open a work raster this class wrote before, to write more rows into it.
+
+        Raises:
+            OutputError: The file cannot be opened for update.
+        """
+        writer = cls.__new__(cls)
+        writer.path, writer.encoding = path, encoding
+        try:
+            writer.dataset = rasterio.open(path, "r+")
+        except RasterioError as error:
+            raise write_failure(path, "the work raster", error) from None
+        return writer
+
+    def flush(self) -> None:
+        """Write everything so far to disk (close and reopen), so it survives a killed process.
+
+        Raises:
+            OutputError: The file cannot be finished or reopened.
+        """
+        self.close()
+        try:
+            self.dataset = rasterio.open(self.path, "r+")
+        except RasterioError as error:
+            raise write_failure(self.path, "the work raster", error) from None
+
     def write_rows(self, first_row: int, probabilities: np.ndarray) -> None:
         """Encode and write full-width rows starting at ``first_row``.
 

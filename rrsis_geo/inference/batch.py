@@ -307,8 +307,8 @@ def skip_reason(request: SegmentRequest, models: ModelCache) -> str | None:
     """Why the outputs of ``request`` cannot be kept as they are, or None to skip it.
 
     A row is skipped when every output exists and every sidecar (``<output>.json``) records
-    the same input path, sentence, options (but ``overwrite``) and model (its weights'
-    sha256, else its name). The model is loaded only when all else matches.
+    the same input path, sentence, options (but ``overwrite`` and ``resume``) and model (its
+    weights' sha256, else its name). The model is loaded only when all else matches.
 
     Returns:
         None when the outputs answer this request; ``"missing"`` when an output is missing;
@@ -318,7 +318,8 @@ def skip_reason(request: SegmentRequest, models: ModelCache) -> str | None:
     if not all(path.exists() for path in paths):
         return "missing"
     wanted = request.options.to_dict()
-    wanted.pop("overwrite")
+    for unrecorded in ("overwrite", "resume"):  # how a row runs, not what it computes
+        wanted.pop(unrecorded)
     expression = " ".join(request.expression.split())
     sidecars = []
     for path in paths:
@@ -326,7 +327,8 @@ def skip_reason(request: SegmentRequest, models: ModelCache) -> str | None:
         if sidecar is None:
             return f"{path} has no readable sidecar {path.name}.json"
         recorded = dict(sidecar.get("options") or {})
-        recorded.pop("overwrite", None)
+        for unrecorded in ("overwrite", "resume"):
+            recorded.pop(unrecorded, None)
         if Path(str(sidecar.get("input"))).resolve() != request.input_path.resolve():
             return f"{path} was made from {sidecar.get('input')}"
         if sidecar.get("expression") != expression:

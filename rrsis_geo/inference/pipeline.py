@@ -81,6 +81,14 @@ from rrsis_geo.inference.referring import (
     map_answer,
 )
 from rrsis_geo.inference.regions import PresenceMap, Region, SceneFrame, find_regions
+from rrsis_geo.inference.resume import (
+    ResumeState,
+    describe_pass,
+    grid_key,
+    input_fingerprint,
+    remove_state,
+    work_raster_path,
+)
 from rrsis_geo.inference.sentence import SceneQuery, parse_sentence
 from rrsis_geo.inference.verification import CandidateChecker
 
@@ -128,6 +136,7 @@ class TileCounts:
         batches: Model calls.
         presence_max: Highest per-tile presence score, when the model gives one.
         model_seconds: Time spent inside the model's ``predict``.
+        resumed: Tiles not predicted again because a resumed pass had their rows already.
     """
 
     total: int = 0
@@ -136,6 +145,7 @@ class TileCounts:
     batches: int = 0
     presence_max: float | None = None
     model_seconds: float = 0.0
+    resumed: int = 0
 
 
 @dataclass(frozen=True)
@@ -168,6 +178,7 @@ def predict_scene(
     block_rows: int = WORK_BLOCK,
     presence: PresenceMap | None = None,
     shared: Sequence[SharedSentence] = (),
+    start_row: int = 0,
 ) -> TileCounts:
     """Predict every tile of a scene and stream the blended probabilities to ``sink``.
 
@@ -185,6 +196,9 @@ def predict_scene(
         block_rows: Rows are emitted in multiples of this (the writers' block height).
         presence: Receives each tile's presence score, when the model gives one.
         shared: More sentences predicted in the same loop, each into its own sink.
+        start_row: Rows above this one are final already (a resumed pass, a multiple of
+            ``block_rows``): the loop starts at the first tile row reaching it and emits only
+            the rows from it on, exactly as an uninterrupted loop would have.
 
     Returns:
         Counts and timings of the loop (tiles counted once, whatever the sentences).
@@ -199,6 +213,8 @@ def predict_scene(
     batch = np.zeros((tiles_per_call, channels, size, size), dtype=np.float32)
     pending: list[tuple[Tile, np.ndarray | None]] = []  # valid mask None: all valid
     counts = TileCounts(total=len(grid))
+    first = grid.first_row_reaching(start_row)
+    counts.resumed = first * len(grid.col_starts)
 
     def flush() -> None:
         predicted = [tile for tile, _ in pending]
@@ -216,7 +232,7 @@ def predict_scene(
             counts.batches += 1
         pending.clear()
         if progress is not None:
-            progress(counts.predicted + counts.skipped_nodata, counts.total)
+            progress(counts.predicted + counts.skipped_nodata + counts.resumed, counts.total)
 
     # GDAL decodes the next strip and encodes finished rows in two threads while numpy and the
     # model work on the current tiles: all three release the GIL.
@@ -224,12 +240,16 @@ def predict_scene(
     with ThreadPoolExecutor(1, "rrsis-read") as reader_thread, contextlib.ExitStack() as writers:
         stitchers = [
             StreamingStitcher(
-                grid, writers.enter_context(_BackgroundSink(s.sink)), block_rows=block_rows
+                grid, writers.enter_context(_BackgroundSink(s.sink)), block_rows, start_row
             )
             for s in sentences
         ]
-        next_strip = reader_thread.submit(reader.read, row_starts[0], row_starts[0] + size)
+        if first < len(row_starts):
+            top = row_starts[first]
+            next_strip = reader_thread.submit(reader.read, top, top + size)
         for tile in grid:
+            if tile.row < first:
+                continue
             if tile.col == 0:
                 strip = next_strip.result()
                 if tile.row + 1 < len(row_starts):
@@ -341,6 +361,9 @@ class SegmentOptions:
             not chosen.
         vocabulary: The categories the scene strategy checks candidates against; None: the
             model's (``ModelMetadata.vocabulary``), empty: no check.
+        resume: Keep the first pass's finished rows beside the first output while it runs,
+            and continue from them when a state of the same run is there
+            (:mod:`~rrsis_geo.inference.resume`); an interrupted run keeps them.
     """
 
     bands: tuple[int, ...] | None = None
@@ -358,6 +381,7 @@ class SegmentOptions:
     strategy: str = "scene"
     candidates: Path | None = None
     vocabulary: tuple[str, ...] | None = None
+    resume: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (paths as text, tuples as lists), as recorded in the sidecar."""
@@ -691,6 +715,9 @@ class PassRunner:
         progress: Optional progress callback (per pass).
         vocabulary: The categories :meth:`check` tells apart (empty: no check).
         areas: The trained area range of each category (``ModelMetadata.category_areas_m2``).
+        resume_key: Resume the first pass from its saved state beside ``beside``
+            (:mod:`~rrsis_geo.inference.resume`); this is the run's part of the state's key.
+            None: every pass runs from the top and keeps nothing.
     """
 
     def __init__(
@@ -709,6 +736,7 @@ class PassRunner:
         progress: ProgressCallback | None = None,
         vocabulary: Sequence[str] = (),
         areas: Mapping[str, tuple[float, float]] | None = None,
+        resume_key: dict[str, str] | None = None,
     ) -> None:
         self.scene, self.model, self.grid, self.statistics = scene, model, grid, statistics
         self.threshold, self.vector, self.raster_kind = threshold, vector, raster_kind
@@ -718,9 +746,23 @@ class PassRunner:
         self.encode_seconds = 0.0
         self.statistics_seconds = 0.0
         self._said_empty = False
+        self.resume_key = resume_key
         self.checker = CandidateChecker(
             scene, model, statistics, vocabulary, grid.tile_size, batch_size, threshold, areas
         )
+
+    def _resume_state(
+        self, todo: Sequence[tuple[str, bool]], kinds: Sequence[str]
+    ) -> ResumeState | None:
+        """The saved state of the run's first pass when it resumes (a single-sentence pass)."""
+        if self.resume_key is None or self.passes or len(todo) != 1:
+            return None
+        key = {
+            **self.resume_key,
+            "pass": describe_pass(*todo[0]),
+            **grid_key(self.grid, self.scene.bands),
+        }
+        return ResumeState.open(self.beside, key, kinds)
 
     def check(self, regions: Sequence[Region], description: str) -> None:
         """Check regions of ``description`` against the vocabulary (:class:`CandidateChecker`)."""
@@ -753,22 +795,31 @@ class PassRunner:
         started = time.perf_counter()
         encodings = [encode_sentence(self.model, *key) for key in todo]
         self.encode_seconds += time.perf_counter() - started
-        dataset, kind = self.scene.dataset, self.raster_kind
+        kinds = _work_kinds(self.raster_kind, True)
+        state = self._resume_state(todo, kinds)
         works = [
             self.stack.enter_context(
-                _work_rasters(self.beside, dataset, kind, True, self.threshold, self.tags)
+                _work_rasters(
+                    self.beside, self.scene.dataset, kinds, self.threshold, self.tags,
+                    state if index == 0 else None,
+                )
             )
-            for _ in todo
-        ]
+            for index in range(len(todo))
+        ]  # fmt: skip
         presences = [PresenceMap(self.grid) for _ in todo]
+        sink: RowSink = works[0].write_rows
+        if state is not None:
+            for row, col, score in state.presence:
+                presences[0].record(int(row), int(col), score)
+            sink = works[0].checkpointing(state, presences[0])
         shared = [
             SharedSentence(e, w.write_rows, p)
             for e, w, p in zip(encodings[1:], works[1:], presences[1:], strict=True)
         ]
         counts = predict_scene(
-            self.scene, self.model, encodings[0], self.grid, self.statistics,
-            works[0].write_rows, self.batch_size, self.progress, presence=presences[0],
-            shared=shared,
+            self.scene, self.model, encodings[0], self.grid, self.statistics, sink,
+            self.batch_size, self.progress, presence=presences[0], shared=shared,
+            start_row=state.rows_done if state is not None else 0,
         )  # fmt: skip
         if counts.total and counts.skipped_nodata == counts.total and not self._said_empty:
             self._said_empty = True
@@ -843,9 +894,11 @@ def segment(
     }
     raster_kind = options.raster_kind if plan.paths(RASTER) else None
     beside = next(iter(plan.targets))
+    resume_key = _resume_key(plan, metadata, raster_kind) if options.resume else None
     with open_passes(
-        input_path, model, options, plan.threshold, plan.gsd, beside, raster_kind, tags, progress
-    ) as runner:
+        input_path, model, options, plan.threshold, plan.gsd, beside, raster_kind, tags,
+        progress, resume_key,
+    ) as runner:  # fmt: skip
         dataset, grid, statistics = runner.scene.dataset, runner.grid, runner.statistics
         timings["statistics"] = runner.statistics_seconds
         step = time.perf_counter()
@@ -861,6 +914,7 @@ def segment(
         polygons = write_outputs(
             plan, answer, chosen_pass, dataset, metadata, runner.stack, timings
         )
+        remove_state(beside)
         passes = list(runner.passes.values())
         bands, resampled = list(runner.scene.bands), runner.scene.resampled
     timings["total"] = time.perf_counter() - started
@@ -902,6 +956,21 @@ def segment(
         with atomic_output(sidecar, overwrite=True) as temporary:
             temporary.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
     return result
+
+
+def _resume_key(plan: RunPlan, metadata: ModelMetadata, raster_kind: str | None) -> dict[str, str]:
+    """The run's part of a resumable state's key: what its pixels depend on, but the grid."""
+    percentiles = plan.options.percentiles
+    return {
+        "input": input_fingerprint(plan.input_path),
+        "sentence": repr(plan.expression),
+        "strategy": plan.strategy,
+        "model": metadata.sha256 or metadata.name,
+        "threshold": f"{plan.threshold:g}",
+        "resolution": "native" if plan.gsd is None else f"{plan.gsd:g} m",
+        "stretch": "the model's" if percentiles is None else f"percentiles {percentiles}",
+        "raster kind": raster_kind or "none",
+    }
 
 
 def _tile_summary(passes: Sequence[ScenePass]) -> dict[str, Any]:
@@ -1052,6 +1121,7 @@ def open_passes(
     raster_kind: str | None = None,
     tags: dict[str, str] | None = None,
     progress: ProgressCallback | None = None,
+    resume_key: dict[str, str] | None = None,
 ) -> Iterator[PassRunner]:
     """The scene opened, gridded and normalized once, and a :class:`PassRunner` over it.
 
@@ -1067,6 +1137,7 @@ def open_passes(
         raster_kind: The raster encoding the outputs want, or None when no raster is written.
         tags: Metadata tags of the work rasters.
         progress: Optional progress callback (per pass).
+        resume_key: Resume the first pass (see :class:`PassRunner`); None: no resumable state.
     """
     metadata = model.metadata
     # GDAL's block cache defaults to 5% of RAM and fills with written blocks; the pipeline reads
@@ -1086,7 +1157,7 @@ def open_passes(
         runner = PassRunner(
             scene, model, grid, statistics, threshold, options.vector, raster_kind,
             stack, beside, tags or {}, options.batch_size, progress,
-            options.vocabulary_of(metadata), metadata.category_areas_m2,
+            options.vocabulary_of(metadata), metadata.category_areas_m2, resume_key,
         )  # fmt: skip
         runner.statistics_seconds = time.perf_counter() - started
         yield runner
@@ -1109,6 +1180,19 @@ class _WorkRasters:
         for writer in self.writers.values():
             writer.write_rows(first_row, probabilities)
 
+    def checkpointing(self, state: ResumeState, presence: PresenceMap) -> RowSink:
+        """A sink that writes rows, flushes them to disk and then records them in ``state``."""
+        grid = presence.grid
+
+        def sink(first_row: int, probabilities: np.ndarray) -> None:
+            self.write_rows(first_row, probabilities)
+            for writer in self.writers.values():
+                writer.flush()
+            done = first_row + probabilities.shape[0]
+            state.save(done, presence.scores[: grid.first_row_reaching(done)])
+
+        return sink
+
     def close(self) -> None:
         """Close every writer; raise the first failure (a full disk) once all are closed."""
         failures = []
@@ -1121,15 +1205,8 @@ class _WorkRasters:
             raise failures[0]
 
 
-@contextlib.contextmanager
-def _work_rasters(
-    beside: Path,
-    dataset: Any,
-    raster_kind: str | None,
-    vector: bool,
-    threshold: float,
-    tags: dict[str, str],
-) -> Iterator[_WorkRasters]:
+def _work_kinds(raster_kind: str | None, vector: bool) -> list[str]:
+    """The encodings of the work rasters a pass writes."""
     kinds: list[str] = []
     if raster_kind is not None:
         kinds.append(raster_kind)
@@ -1137,16 +1214,37 @@ def _work_rasters(
         kinds.append("binary")
         if raster_kind not in ("probability", "float32"):
             kinds.append("probability")
+    return list(dict.fromkeys(kinds))
+
+
+@contextlib.contextmanager
+def _work_rasters(
+    beside: Path,
+    dataset: Any,
+    kinds: Sequence[str],
+    threshold: float,
+    tags: dict[str, str],
+    state: ResumeState | None = None,
+) -> Iterator[_WorkRasters]:
+    """Work rasters beside ``beside``, removed when the block ends.
+
+    With a resumable ``state`` they have fixed names (:func:`work_raster_path`), the ones with
+    rows already final are reopened, and they are kept when the block fails or is interrupted.
+    """
     work = _WorkRasters()
+    failed = False
     try:
-        for kind in dict.fromkeys(kinds):
+        for kind in kinds:
             encoding = RasterEncoding(kind, threshold)
-            path = temporary_sibling(beside, ".tif")
-            work.paths[kind] = path
+            path = temporary_sibling(beside, ".tif") if state is None else None
+            work.paths[kind] = path or work_raster_path(beside, kind)
             work.encodings[kind] = encoding
             try:
+                if state is not None and state.rows_done:
+                    work.writers[kind] = TiledRasterWriter.reopen(work.paths[kind], encoding)
+                    continue
                 work.writers[kind] = TiledRasterWriter(
-                    path,
+                    work.paths[kind],
                     dataset.width,
                     dataset.height,
                     dataset.crs,
@@ -1157,13 +1255,15 @@ def _work_rasters(
             except Exception as error:
                 raise OutputError(f"cannot write beside {beside}: {error}") from None
         yield work
+    except BaseException:
+        failed = True
+        raise
     finally:
         with contextlib.suppress(OutputError):  # said where the pass closed them
             work.close()
-        for path in work.paths.values():
-            for leftover in (path, path.with_name(path.name + ".aux.xml")):
-                with contextlib.suppress(FileNotFoundError):
-                    leftover.unlink()
+        if state is None or not failed:
+            for path in work.paths.values():
+                _remove(path)
 
 
 def _gdal_config() -> dict[str, Any]:
