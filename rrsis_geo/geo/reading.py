@@ -24,6 +24,7 @@ from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from rrsis_geo.errors import InputError, RrsisWarning
+from rrsis_geo.geo.limits import MAX_UPSAMPLING
 
 __all__ = [
     "MAX_UPSAMPLING",
@@ -46,8 +47,6 @@ __all__ = [
 
 CHUNK_ROWS = 128
 SUPPORTED_DTYPES = ("uint8", "uint16", "int16", "uint32", "int32", "float32", "float64")
-MAX_UPSAMPLING = 4.0
-"""Default limit on upsampling a scene to the model's ground resolution (``--max-upsampling``)."""
 
 
 class StripedRasterWarning(RrsisWarning):

@@ -124,13 +124,16 @@ class CroBIM(nn.Module):
         config: The architecture (see :mod:`rrsis_geo.nn.config`).
         pretrained: Load the encoders' pretrained weights (False when a checkpoint will
             provide every weight).
+        text: An already built text encoder to use instead of building one from ``config``.
     """
 
-    def __init__(self, config: CroBIMConfig, pretrained: bool = True) -> None:
+    def __init__(
+        self, config: CroBIMConfig, pretrained: bool = True, text: TextEncoder | None = None
+    ) -> None:
         super().__init__()
         self.config = config
         self.vision = VisionEncoder(config.vision, pretrained)
-        self.text = TextEncoder(config.text, pretrained)
+        self.text = text if text is not None else TextEncoder(config.text, pretrained)
         channels, text_dim, dim = self.vision.channels, self.text.dim, config.dim
         self.capm = CAPM(
             channels,
@@ -380,10 +383,10 @@ class CroBIM(nn.Module):
                 "(corrupted or replaced weights)"
             )
         text_from_source = weights.get("text_encoder") == "from_source"
-        model = cls(config, pretrained=False)
-        if text_from_source:
-            # Inference never falls back to random weights: a missing source is an error.
-            model.text = TextEncoder(config.text, pretrained=True, allow_random=False)
+        # Inference never falls back to random weights: a missing source is an error. Built
+        # once, before the rest: a random text encoder that the source's replaces costs seconds.
+        text = TextEncoder(config.text, pretrained=text_from_source, allow_random=False)
+        model = _build_for_checkpoint(cls, config, text)
         try:
             state = load_file(str(weights_path))
         except (SafetensorError, OSError) as error:
@@ -407,6 +410,33 @@ class CroBIM(nn.Module):
             raise InputError(f"{weights_path} does not fit {CONFIG_FILE}: {first}{more}") from None
         tokenizer = _load_checkpoint_tokenizer(folder, document, config)
         return model.eval(), tokenizer
+
+
+def _build_for_checkpoint(cls: type[CroBIM], config: CroBIMConfig, text: TextEncoder) -> CroBIM:
+    """A model whose every weight but ``text``'s the checkpoint is about to overwrite.
+
+    Everything but the text encoder is built on the meta device (no memory, no random
+    initialisation), then given uninitialised CPU storage that the strict checkpoint load fills
+    completely. A model with buffers that no checkpoint holds (non-persistent: computed in
+    ``__init__``, e.g. some timm backbones' position indexes) is built normally instead, since
+    uninitialised storage would stay garbage there.
+    """
+    with torch.device("meta"):
+        model = cls(config, pretrained=False, text=text)
+    saved = set(model.state_dict())
+    unsaved = [
+        name
+        for name, _ in model.named_buffers()
+        if name not in saved and not name.startswith(TEXT_PREFIX)
+    ]
+    if unsaved:
+        return cls(config, pretrained=False, text=text)
+    for module in model.children():
+        if module is not text:
+            module.to_empty(device="cpu")
+    if any(t.is_meta for t in model.state_dict().values()):  # held by the model itself
+        return cls(config, pretrained=False, text=text)
+    return model
 
 
 def export_checkpoint(
