@@ -46,6 +46,8 @@ __all__ = [
 ]
 
 PROGRESS_VERSION = 1
+WORK_KINDS = ("probability", "binary", "float32")
+"""Every encoding a work raster may have (:class:`~rrsis_geo.geo.writers.RasterEncoding`)."""
 START_OVER = "run without --resume to start over"
 
 
@@ -67,7 +69,12 @@ def input_fingerprint(path: Path) -> str:
 
 def remove_state(beside: Path) -> None:
     """Remove the resumable state beside an output, if any (progress file first)."""
-    leftovers = [progress_path(beside), *beside.parent.glob(f".{beside.stem}.resume-*.tmp.tif*")]
+    rasters = [work_raster_path(beside, kind) for kind in WORK_KINDS]
+    leftovers = [
+        progress_path(beside),
+        *rasters,
+        *(r.with_name(r.name + ".aux.xml") for r in rasters),
+    ]
     for leftover in leftovers:
         with contextlib.suppress(FileNotFoundError):
             leftover.unlink()
