@@ -220,7 +220,8 @@ SEGMENT_OPTIONS: tuple[CliOption, ...] = (
 # CLI options the plugin sets itself rather than offering them: outputs (and the candidate
 # layer) come from the Processing destinations, QGIS's convention is to overwrite the chosen
 # file, the plugin reads the JSON summary and the JSON progress lines, and how the sentence
-# was read (--explain, on stderr) always goes to the algorithm's log.
+# was read (--explain, on stderr) always goes to the algorithm's log. A cancelled Processing
+# run discards its destinations, so the plugin never resumes one (--resume is left off).
 PLUGIN_MANAGED_FLAGS = (
     "--output",
     "--candidates",
@@ -229,6 +230,7 @@ PLUGIN_MANAGED_FLAGS = (
     "--quiet",
     "--progress",
     "--explain",
+    "--resume",
 )
 FIXED_ARGUMENTS = ("--overwrite", "--json", "--progress", "json", "--explain")
 
