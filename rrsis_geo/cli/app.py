@@ -26,9 +26,12 @@ from rrsis_geo.cli.batch import batch
 from rrsis_geo.cli.common import (
     JsonOption,
     OverwriteOption,
+    ProgressFormat,
+    ProgressOption,
     QuietOption,
     TerminalProgress,
     command_errors,
+    json_progress,
     native_stderr,
     user_warnings,
 )
@@ -58,14 +61,6 @@ class Strategy(str, Enum):
 
     scene = "scene"
     tile = "tile"
-
-
-class ProgressFormat(str, Enum):
-    """How progress is reported on stderr."""
-
-    bar = "bar"
-    json = "json"
-    none = "none"
 
 
 def _version_callback(value: bool) -> None:
@@ -279,9 +274,7 @@ def segment(
     ] = False,
     json_output: JsonOption = False,
     quiet: QuietOption = False,
-    progress: Annotated[
-        ProgressFormat, typer.Option(help="Progress on stderr: a bar, JSON lines, or none.")
-    ] = ProgressFormat.bar,
+    progress: ProgressOption = ProgressFormat.bar,
 ) -> None:
     """Segment the object an expression refers to, as a georeferenced raster and polygons.
 
@@ -416,7 +409,7 @@ def _run_segment(request: SegmentRequest, progress: ProgressFormat) -> dict[str,
     options = request.options
     if progress is ProgressFormat.json:
         result = segment(
-            input_path, expression, loaded, outputs, options, _json_progress, sys.argv, checked
+            input_path, expression, loaded, outputs, options, json_progress, sys.argv, checked
         )
     else:
         with TerminalProgress("tiles", progress is ProgressFormat.bar) as bar:
@@ -424,12 +417,6 @@ def _run_segment(request: SegmentRequest, progress: ProgressFormat) -> dict[str,
                 input_path, expression, loaded, outputs, options, bar, sys.argv, checked
             )
     return result.to_dict()
-
-
-def _json_progress(done: int, total: int) -> None:
-    """Machine-readable progress (the QGIS plugin parses it): one JSON object per line."""
-    sys.stderr.write(json.dumps({"event": "progress", "done": done, "total": total}) + "\n")
-    sys.stderr.flush()
 
 
 @app.command("formats")

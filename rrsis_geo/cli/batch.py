@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -18,8 +19,12 @@ from rrsis_geo.cli.common import (
     EXIT_USER_ERROR,
     JsonOption,
     OverwriteOption,
+    ProgressFormat,
+    ProgressOption,
     QuietOption,
+    TerminalProgress,
     command_errors,
+    json_progress,
     native_stderr,
     user_warnings,
 )
@@ -29,6 +34,13 @@ if TYPE_CHECKING:
     from rrsis_geo.inference.batch import BatchReport, BatchRow, ManifestRow, RowOutcome
 
 __all__ = ["batch", "batch_rows"]
+
+
+class Engine(str, Enum):
+    """Where ``rrsis batch --engine`` runs the rows (see docs/scale-out.md)."""
+
+    dask = "dask"
+
 
 # ``rrsis segment`` options that concern how one command reports, not what a row computes.
 REPORTING_OPTIONS = ("json", "quiet", "progress", "explain", "output")
@@ -104,9 +116,36 @@ def batch(
             help="Stop at the first failed row, or try every row.",
         ),
     ] = False,
+    engine: Annotated[
+        Engine | None,
+        typer.Option(
+            help="Run the rows as tasks of a Dask cluster (needs pip install "
+            "'rrsis-geo[cluster]'): one model load per worker, a row whose worker dies is "
+            "retried on another. Default: in this process.",
+            show_default=False,
+        ),
+    ] = None,
+    address: Annotated[
+        str | None,
+        typer.Option(
+            help="With --engine: the scheduler, HOST:PORT or a scheduler file (.json); "
+            "default: start one on this machine with --workers processes.",
+            show_default=False,
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="With --engine and no --address: worker processes on this machine "
+            "(default: one per GPU, else 2).",
+            min=1,
+            show_default=False,
+        ),
+    ] = None,
     overwrite: OverwriteOption = False,
     json_output: JsonOption = False,
     quiet: QuietOption = False,
+    progress: ProgressOption = ProgressFormat.bar,
 ) -> None:
     """Segment many scene-sentence rows in one process, each model loaded once.
 
@@ -116,8 +155,11 @@ def batch(
     """
     defaults = _defaults(model, device, overwrite, set_options or [])
     with command_errors("nothing written"):
+        if engine is None and (address is not None or workers is not None):
+            raise InputError("--address and --workers are for --engine dask")
         rows = batch_rows(manifest, expression, output, suffix or [], defaults)
-    report = _run(rows, fail_fast, quiet)
+    on_tiles = None if quiet else _tile_progress(progress, len(rows))
+    report = _run(rows, fail_fast, quiet, on_tiles, engine, address, workers)
     if json_output:
         typer.echo(json.dumps(report.to_dict()))
     if not quiet:
@@ -147,21 +189,78 @@ def _defaults(
     return defaults
 
 
-def _run(rows: list[BatchRow], fail_fast: bool, quiet: bool) -> BatchReport:
+def _run(
+    rows: list[BatchRow],
+    fail_fast: bool,
+    quiet: bool,
+    on_tiles: RowTiles | None,
+    engine: Engine | None,
+    address: str | None,
+    workers: int | None,
+) -> BatchReport:
     from rrsis_geo.inference.batch import BatchReport, run_batch
 
     report = BatchReport(total=len(rows))
 
     def on_row(position: int, outcome: RowOutcome) -> None:
+        if on_tiles is not None:
+            on_tiles.row_finished(position, outcome)
         if not quiet:
             typer.echo(f"rrsis: batch: [{position}/{len(rows)}] {_row_line(outcome)}", err=True)
 
     with command_errors("the rows done so far are kept"), user_warnings(quiet), native_stderr():
         try:
-            run_batch(rows, fail_fast, on_row, sys.argv, report)
+            if engine is None:
+                run_batch(rows, fail_fast, on_row, sys.argv, report, on_tiles=on_tiles)
+            else:
+                from rrsis_geo.inference.cluster import run_batch_on_cluster
+
+                run_batch_on_cluster(rows, address, workers, fail_fast, on_row, sys.argv, report)
         except KeyboardInterrupt:
             report.interrupted = True
     return report
+
+
+class RowTiles:
+    """Tile progress of the row running (``--progress``): a bar per row, or JSON lines.
+
+    JSON lines are ``rrsis segment``'s progress events with ``row`` and ``rows`` added, and a
+    ``{"event": "row", ...}`` line as each row finishes (what the QGIS plugin reads).
+    """
+
+    def __init__(self, progress: ProgressFormat, rows: int) -> None:
+        self.progress, self.rows = progress, rows
+        self._bar: TerminalProgress | None = None
+        self._position = 0
+
+    def __call__(self, position: int, done: int, total: int) -> None:
+        """Show ``done`` of ``total`` tiles of the row at ``position``."""
+        if self.progress is ProgressFormat.json:
+            json_progress(done, total, row=position, rows=self.rows)
+            return
+        if position != self._position:
+            self._close()
+            self._bar = TerminalProgress(f"[{position}/{self.rows}] tiles").__enter__()
+            self._position = position
+        if self._bar is not None:
+            self._bar(done, total)
+
+    def row_finished(self, position: int, outcome: RowOutcome) -> None:
+        """Close the row's bar, or write its JSON line."""
+        self._close()
+        if self.progress is ProgressFormat.json:
+            event = {"event": "row", "row": position, "rows": self.rows, **outcome.to_dict()}
+            sys.stderr.write(json.dumps(event) + "\n")
+            sys.stderr.flush()
+
+    def _close(self) -> None:
+        if self._bar is not None:
+            self._bar.__exit__()
+            self._bar = None
+
+
+def _tile_progress(progress: ProgressFormat, rows: int) -> RowTiles | None:
+    return None if progress is ProgressFormat.none else RowTiles(progress, rows)
 
 
 def _row_line(outcome: RowOutcome) -> str:

@@ -7,12 +7,14 @@ command-line usage error; 3 an internal error (a bug: ``RRSIS_DEBUG=1`` shows th
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from enum import Enum
 from types import FrameType
 from typing import Annotated, Any, NoReturn
 
@@ -24,10 +26,13 @@ __all__ = [
     "EXIT_USER_ERROR",
     "JsonOption",
     "OverwriteOption",
+    "ProgressFormat",
+    "ProgressOption",
     "QuietOption",
     "TerminalProgress",
     "command_errors",
     "fail",
+    "json_progress",
     "native_stderr",
     "user_warnings",
 ]
@@ -152,6 +157,26 @@ def user_warnings(quiet: bool) -> Iterator[None]:
             warnings.simplefilter("default", RrsisWarning)
         warnings.showwarning = _show_warning
         yield
+
+
+class ProgressFormat(str, Enum):
+    """How progress is reported on stderr."""
+
+    bar = "bar"
+    json = "json"
+    none = "none"
+
+
+ProgressOption = Annotated[
+    ProgressFormat, typer.Option(help="Progress on stderr: a bar, JSON lines, or none.")
+]
+
+
+def json_progress(done: int, total: int, **more: Any) -> None:
+    """Machine-readable progress (the QGIS plugin parses it): one JSON object per line."""
+    event = {"event": "progress", "done": done, "total": total, **more}
+    sys.stderr.write(json.dumps(event) + "\n")
+    sys.stderr.flush()
 
 
 class TerminalProgress:

@@ -14,6 +14,7 @@ already answer the same request (:func:`skip_reason`), runs the others through
 from __future__ import annotations
 
 import csv
+import functools
 import glob
 import json
 import time
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from rrsis_geo.errors import InputError, RrsisError
-from rrsis_geo.inference.pipeline import SegmentRequest
+from rrsis_geo.inference.pipeline import ProgressCallback, SegmentRequest
 
 __all__ = [
     "MANIFEST_COLUMNS",
@@ -357,11 +358,22 @@ def _read_sidecar(path: Path) -> dict[str, Any] | None:
     return document if isinstance(document, dict) else None
 
 
-def run_row(row: BatchRow, models: ModelCache, command: Sequence[str] | None = None) -> RowOutcome:
+def run_row(
+    row: BatchRow,
+    models: ModelCache,
+    command: Sequence[str] | None = None,
+    progress: ProgressCallback | None = None,
+) -> RowOutcome:
     """Skip, run or fail one row; never raises but for an interruption.
 
     Outputs that exist but answer another request fail the row unless its options say
     ``overwrite``. A failing row leaves no output behind (``segment`` writes atomically).
+
+    Args:
+        row: The request.
+        models: Where its model is loaded once.
+        command: The command line recorded in the sidecars.
+        progress: Called with (done, total) tiles as ``rrsis segment --progress`` is.
     """
     from rrsis_geo.inference.pipeline import check_run, segment
 
@@ -383,7 +395,7 @@ def run_row(row: BatchRow, models: ModelCache, command: Sequence[str] | None = N
             model,
             request.outputs,
             options,
-            None,
+            progress,
             command,
             checked,
         )
@@ -401,6 +413,7 @@ def run_batch(
     command: Sequence[str] | None = None,
     report: BatchReport | None = None,
     models: ModelCache | None = None,
+    on_tiles: Callable[[int, int, int], None] | None = None,
 ) -> BatchReport:
     """Run every row in order (see :func:`run_row`), each distinct model loaded once.
 
@@ -412,6 +425,7 @@ def run_batch(
         report: Filled as rows finish, so a caller that is interrupted still has the rows
             so far; a new one by default.
         models: The model cache; a new one by default.
+        on_tiles: Called with (row position, tiles done, tiles total) while a row runs.
 
     Returns:
         The report; ``interrupted`` stays False (a ``KeyboardInterrupt`` propagates after
@@ -421,7 +435,8 @@ def run_batch(
     report.total = len(rows)
     models = models if models is not None else ModelCache()
     for position, row in enumerate(rows, start=1):
-        outcome = run_row(row, models, command)
+        progress = None if on_tiles is None else functools.partial(on_tiles, position)
+        outcome = run_row(row, models, command, progress)
         report.outcomes.append(outcome)
         if on_row is not None:
             on_row(position, outcome)
