@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
 import shlex
 import traceback
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from qgis.core import (
@@ -16,7 +21,6 @@ from qgis.core import (
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
-    QgsProcessingMultiStepFeedback,
     QgsProcessingOutputMultipleLayers,
     QgsProcessingOutputNumber,
     QgsProcessingOutputString,
@@ -34,14 +38,24 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QCoreApplication
 
 from .inputs import raster_file_for
-from .runner import Executable, RrsisError, check_executable, find_executable, run_rrsis
+from .runner import (
+    Executable,
+    RrsisCanceled,
+    RrsisError,
+    RunResult,
+    check_executable,
+    find_executable,
+    run_rrsis,
+)
 from .segment_options import (
+    BATCH_FIXED_ARGUMENTS,
     CHOICE,
     DECIMAL,
     FIXED_ARGUMENTS,
     INTEGER,
     SEGMENT_OPTIONS,
     CliOption,
+    batch_arguments,
     segment_arguments,
 )
 from .settings import configured_executable
@@ -87,6 +101,32 @@ def _cli_parameter(option: CliOption) -> QgsProcessingParameterDefinition:
 def _slug(text: str, limit: int = 40) -> str:
     """A file-name-safe short form of an expression."""
     return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:limit].rstrip("_") or "expression"
+
+
+@dataclass(frozen=True)
+class _PlannedRow:
+    """One expression of a batch: its sentence and the files it writes."""
+
+    expression: str
+    outputs: list[str]
+    candidates: str | None
+
+    def manifest_entry(self, scene: str) -> dict[str, Any]:
+        """Its line of the ``rrsis batch`` manifest."""
+        entry: dict[str, Any] = {"scene": scene, "sentence": self.expression}
+        entry["outputs"] = self.outputs
+        if self.candidates:
+            entry["candidates"] = self.candidates
+        return entry
+
+
+def _planned_row(
+    folder: str, index: int, expression: str, extensions: list[str], write_candidates: bool
+) -> _PlannedRow:
+    """Expression ``index`` (0-based) of a batch: NN_<slug>.tif / .gpkg / _candidates.gpkg."""
+    stem = os.path.join(folder, f"{index + 1:02d}_{_slug(expression)}")
+    candidates = f"{stem}_candidates.gpkg" if write_candidates else None
+    return _PlannedRow(expression, [stem + extension for extension in extensions], candidates)
 
 
 class SegmentingAlgorithm(QgsProcessingAlgorithm):
@@ -213,14 +253,43 @@ class SegmentingAlgorithm(QgsProcessingAlgorithm):
         # "--" so that an expression starting with "-" is not read as an option.
         arguments += ["--", input_path, expression]
 
+        def progressed(done: int, total: int) -> None:
+            if total > 0:
+                feedback.setProgress(100.0 * done / total)
+
+        try:
+            result = self.run_cli(executable, arguments, feedback, progressed)
+        except RrsisError as error:
+            raise QgsProcessingException(str(error)) from None
+        summary = result.summary
+        timings = summary.get("timings", {})
+        feedback.pushInfo(
+            f"model {summary.get('model')}: {summary.get('tiles', {}).get('total')} tiles, "
+            f"{summary.get('polygons')} polygons, {timings.get('total', 0):.1f} s"
+        )
+        return summary
+
+    def run_cli(
+        self,
+        executable: Executable,
+        arguments: list[str],
+        feedback: QgsProcessingFeedback,
+        on_progress: Callable[[int, int], None],
+        on_event: Callable[[dict[str, Any]], None] | None = None,
+    ) -> RunResult:
+        """Run ``rrsis ARGUMENTS`` (see :func:`run_rrsis`); its stderr goes to the QGIS log.
+
+        The command goes to the feedback's command info, rrsis's messages to its console and
+        its warnings to its warnings; the error line is left to the caller's error message.
+
+        Raises:
+            RrsisError: As :func:`run_rrsis` (RrsisCanceled after a cancel).
+        """
+
         def started(pid: int, command: list[str]) -> None:
             feedback.pushCommandInfo(shlex.join(command))
             feedback.pushInfo(f"rrsis {executable.version_text} started (process {pid})")
             QgsMessageLog.logMessage(f"started (process {pid}): {shlex.join(command)}", LOG_TAG)
-
-        def progressed(done: int, total: int) -> None:
-            if total > 0:
-                feedback.setProgress(100.0 * done / total)
 
         def message(line: str) -> None:
             is_error = line.startswith("rrsis: error:")
@@ -233,19 +302,9 @@ class SegmentingAlgorithm(QgsProcessingAlgorithm):
             elif not is_error:
                 feedback.pushConsoleInfo(line)
 
-        try:
-            result = run_rrsis(
-                executable, arguments, progressed, message, feedback.isCanceled, started
-            )
-        except RrsisError as error:
-            raise QgsProcessingException(str(error)) from None
-        summary = result.summary
-        timings = summary.get("timings", {})
-        feedback.pushInfo(
-            f"model {summary.get('model')}: {summary.get('tiles', {}).get('total')} tiles, "
-            f"{summary.get('polygons')} polygons, {timings.get('total', 0):.1f} s"
+        return run_rrsis(
+            executable, arguments, on_progress, message, feedback.isCanceled, started, on_event
         )
-        return summary
 
 
 class SegmentAlgorithm(SegmentingAlgorithm):
@@ -389,12 +448,15 @@ class BatchSegmentAlgorithm(SegmentingAlgorithm):
     def shortHelpString(self) -> str:
         """Help shown beside the dialog."""
         return self.tr(
-            "Segments each expression of a table over the same raster. Each expression N "
-            "writes NN_<expression>.tif (probability) and NN_<expression>.gpkg (polygons) into "
-            "the output folder, and with Write candidate layers NN_<expression>_candidates.gpkg "
-            "(every candidate, ranked). Expressions run one after another, each in its own rrsis "
-            "process; after a Cancel the completed ones are kept and the running one leaves "
-            "nothing. From qgis_process, give --EXPRESSIONS once per expression."
+            "Segments each expression of a table over the same raster, all in one rrsis batch "
+            "process: the model loads once. Each expression N writes NN_<expression>.tif "
+            "(probability) and NN_<expression>.gpkg (polygons) into the output folder, and with "
+            "Write candidate layers NN_<expression>_candidates.gpkg (every candidate, ranked). "
+            "An expression that fails is reported with its reason and the others still run; "
+            "files already in the folder from the same expression, raster and options are kept "
+            "rather than computed again. After a Cancel the completed expressions are kept and "
+            "the running one leaves nothing. From qgis_process, give --EXPRESSIONS once per "
+            "expression."
         )
 
     def createInstance(self) -> BatchSegmentAlgorithm:
@@ -440,7 +502,40 @@ class BatchSegmentAlgorithm(SegmentingAlgorithm):
         context: QgsProcessingContext,
         feedback: QgsProcessingFeedback,
     ) -> dict[str, Any]:
-        """Run rrsis and return the result files."""
+        """Run ``rrsis batch`` once over every expression; load what it wrote."""
+        planned, folder = self.plan(parameters, context)
+        executable = self.executable()
+        input_path = self.input_file(parameters, context, feedback)
+        values = self.cli_values(parameters, context)
+        # Hidden, and removed whatever happens: the folder holds results only.
+        manifest = os.path.join(folder, f".rrsis-batch-{uuid.uuid4().hex}.jsonl")
+        try:
+            with open(manifest, "w", encoding="utf-8") as file:
+                for row in planned:
+                    file.write(json.dumps(row.manifest_entry(input_path)) + "\n")
+            rows, stopped = self.run_batch(executable, manifest, values, len(planned), feedback)
+        finally:
+            with contextlib.suppress(OSError):
+                os.remove(manifest)
+        written, failures = self.report_rows(planned, rows, context, feedback)
+        if stopped is not None and len(rows) < len(planned):
+            complete = len(rows) - len(failures)
+            if not complete:
+                raise QgsProcessingException(str(stopped))
+            before = (
+                f"the {complete} expressions before it are"
+                if complete == len(rows)
+                else f"{complete} of the {len(rows)} expressions before it are"
+            )
+            raise QgsProcessingException(f"{stopped}; {before} complete in {folder}")
+        if failures and not written:
+            raise QgsProcessingException(f"every expression failed; the first: {failures[0]}")
+        return {self.OUTPUT_FOLDER: folder, self.OUTPUT_LAYERS: written}
+
+    def plan(
+        self, parameters: dict[str, Any], context: QgsProcessingContext
+    ) -> tuple[list[_PlannedRow], str]:
+        """The expressions with the files each writes, and the output folder (created)."""
         cells = self.parameterAsMatrix(parameters, self.EXPRESSIONS, context)
         expressions = [str(cell).strip() for cell in cells if str(cell or "").strip()]
         if not expressions:
@@ -460,40 +555,103 @@ class BatchSegmentAlgorithm(SegmentingAlgorithm):
         write_candidates = self.parameterAsBoolean(parameters, self.WRITE_CANDIDATES, context)
         folder = self.parameterAsFileOutput(parameters, self.OUTPUT_FOLDER, context)
         os.makedirs(folder, exist_ok=True)
-        executable = self.executable()
-        input_path = self.input_file(parameters, context, feedback)
-        values = self.cli_values(parameters, context)
-        steps = QgsProcessingMultiStepFeedback(len(expressions), feedback)
+        planned = [
+            _planned_row(folder, index, expression, extensions, write_candidates)
+            for index, expression in enumerate(expressions)
+        ]
+        return planned, folder
+
+    def run_batch(
+        self,
+        executable: Executable,
+        manifest: str,
+        values: dict[str, Any],
+        count: int,
+        feedback: QgsProcessingFeedback,
+    ) -> tuple[list[dict[str, Any]], RrsisCanceled | None]:
+        """Run ``rrsis batch MANIFEST`` once (one model load) with the chosen options.
+
+        Args:
+            executable: The checked rrsis.
+            manifest: The JSONL manifest, one row per expression.
+            values: The CLI option values (see :meth:`cli_values`).
+            count: Its number of rows (for the progress).
+            feedback: The algorithm's feedback.
+
+        Returns:
+            The report of each finished row (``line``, ``status``, ``outputs``, ``reason`` ...),
+            and the cancel when the run was canceled (then the rows before the running one).
+
+        Raises:
+            QgsProcessingException: When rrsis refused the manifest or failed without a report.
+        """
+        arguments = ["batch", manifest, *batch_arguments(values), *BATCH_FIXED_ARGUMENTS]
+        finished: list[dict[str, Any]] = []
+
+        def row_finished(event: dict[str, Any]) -> None:
+            if event.get("event") == "row":
+                finished.append(event)
+                feedback.setProgress(100.0 * len(finished) / count)
+
+        def progressed(done: int, total: int) -> None:
+            if total > 0:
+                feedback.setProgress(100.0 * (len(finished) + done / total) / count)
+
+        stopped = None
+        try:
+            result = self.run_cli(executable, arguments, feedback, progressed, row_finished)
+            report = result.summary
+        except RrsisCanceled as error:
+            report, stopped = error.summary, error
+        except RrsisError as error:
+            # Exit 1 with a report: some rows failed, the others are done. Without one, the
+            # manifest was refused (or rrsis broke) and nothing ran.
+            if error.summary is None:
+                raise QgsProcessingException(str(error)) from None
+            report = error.summary
+        # The report on stdout is the record; the row events stand in if rrsis printed none
+        # (killed after the grace period).
+        rows = report.get("rows") if report else None
+        return (finished if rows is None else rows), stopped
+
+    def report_rows(
+        self,
+        planned: list[_PlannedRow],
+        rows: list[dict[str, Any]],
+        context: QgsProcessingContext,
+        feedback: QgsProcessingFeedback,
+    ) -> tuple[list[str], list[str]]:
+        """Queue the files of the done and skipped rows for loading; report the failed ones.
+
+        Returns:
+            The files written (or kept), and ``expression: reason`` for each failed row.
+        """
+        by_line = {row.get("line"): row for row in rows}
         written: list[str] = []
-        for index, expression in enumerate(expressions):
-            steps.setCurrentStep(index)
-            steps.pushInfo(f"[{index + 1}/{len(expressions)}] {expression}")
-            stem = os.path.join(folder, f"{index + 1:02d}_{_slug(expression)}")
-            outputs = [stem + extension for extension in extensions]
-            candidates = f"{stem}_candidates.gpkg" if write_candidates else None
-            try:
-                self.segment(executable, input_path, expression, outputs, values, steps, candidates)
-            except QgsProcessingException as error:
-                if feedback.isCanceled() and written:
-                    raise QgsProcessingException(
-                        f"{error}; the {index} expressions before it are complete in {folder}"
-                    ) from None
-                raise
-            written += outputs
-            for output in outputs:
+        failures: list[str] = []
+        for line, expected in enumerate(planned, 1):
+            row = by_line.get(line)
+            if row is None:  # not reached (canceled before it)
+                continue
+            if row.get("status") not in ("done", "skipped"):
+                failures.append(f"{expected.expression}: {row.get('reason')}")
+                feedback.reportError(failures[-1])
+                continue
+            for output in expected.outputs:
                 is_raster = output.endswith(".tif")
-                name = f"{expression} (probability)" if is_raster else expression
+                name = f"{expected.expression} (probability)" if is_raster else expected.expression
                 load_on_completion(context, output, name, is_raster, self.OUTPUT_LAYERS, queue=True)
-            if candidates:
-                written.append(candidates)
-                name = f"{expression} (candidates)"
+            written += expected.outputs
+            if expected.candidates:
+                name = f"{expected.expression} (candidates)"
                 load_on_completion(
                     context,
-                    candidates,
+                    expected.candidates,
                     name,
                     False,
                     self.OUTPUT_LAYERS,
                     queue=True,
                     candidates=True,
                 )
-        return {self.OUTPUT_FOLDER: folder, self.OUTPUT_LAYERS: written}
+                written.append(expected.candidates)
+        return written, failures

@@ -45,7 +45,16 @@ SETTINGS_HINT = (
 
 
 class RrsisError(Exception):
-    """A failure to report to the user as one message (never a traceback)."""
+    """A failure to report to the user as one message (never a traceback).
+
+    Attributes:
+        summary: The JSON rrsis printed on stdout before it failed or was stopped, or None.
+            ``rrsis batch`` prints its report of the rows so far even then.
+    """
+
+    def __init__(self, message: str, summary: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.summary = summary
 
 
 class RrsisCanceled(RrsisError):
@@ -248,6 +257,7 @@ def run_rrsis(
     on_message: Callable[[str], None],
     is_canceled: Callable[[], bool],
     on_start: Callable[[int, list[str]], None] | None = None,
+    on_event: Callable[[dict[str, Any]], None] | None = None,
 ) -> RunResult:
     """Run ``rrsis ARGUMENTS`` to completion, or stop it when ``is_canceled()`` turns true.
 
@@ -261,6 +271,8 @@ def run_rrsis(
         on_message: Called with each other stderr line (warnings, errors).
         is_canceled: Polled about ten times a second.
         on_start: Called with the process id and the full command once it started.
+        on_event: Called with each other JSON event line of stderr, as a dict (``rrsis
+            batch``'s ``{"event": "row", ...}`` as each row finishes).
 
     Returns:
         The JSON summary and the stderr messages.
@@ -268,6 +280,7 @@ def run_rrsis(
     Raises:
         RrsisCanceled: After a cancel, once the process has exited.
         RrsisError: When rrsis exits with an error (its one-line message).
+        Both carry what rrsis printed on stdout, if it was JSON, as ``summary``.
     """
     command = [*executable.command, *arguments]
     try:
@@ -318,6 +331,8 @@ def run_rrsis(
             event = json.loads(line)
             if event.get("event") == "progress":
                 on_progress(int(event["done"]), int(event["total"]))
+            elif on_event is not None:
+                on_event(event)
         else:
             messages.append(line)
             on_message(line)
@@ -326,16 +341,23 @@ def run_rrsis(
         reader.join()
     process.stdout.close()
     process.stderr.close()
+    summary = _json_summary(stdout)
     # A run that finished as Cancel was pressed has complete outputs: keep them.
     if canceled_at is not None and returncode != 0:
-        raise RrsisCanceled("canceled: rrsis was stopped and wrote no output")
+        raise RrsisCanceled("canceled: rrsis was stopped and wrote no output", summary)
     if returncode != 0:
-        raise RrsisError(_error_message(messages, returncode))
+        raise RrsisError(_error_message(messages, returncode), summary)
+    if summary is None:
+        raise RrsisError(f"rrsis printed no JSON summary: {' '.join(stdout)[:200]}")
+    return RunResult(summary, messages)
+
+
+def _json_summary(stdout: list[str]) -> dict[str, Any] | None:
     try:
         summary = json.loads("\n".join(stdout))
     except json.JSONDecodeError:
-        raise RrsisError(f"rrsis printed no JSON summary: {' '.join(stdout)[:200]}") from None
-    return RunResult(summary, messages)
+        return None
+    return summary if isinstance(summary, dict) else None
 
 
 def _terminate(process: subprocess.Popen, signal_number: int) -> None:

@@ -233,6 +233,13 @@ PLUGIN_MANAGED_FLAGS = (
     "--resume",
 )
 FIXED_ARGUMENTS = ("--overwrite", "--json", "--progress", "json", "--explain")
+# The same for ``rrsis batch``: its --json is the report of every row, its JSON progress adds
+# the row; it has no --explain (a row's reading is not reported) and --quiet would silence the
+# progress. --resume is left off here too.
+BATCH_FIXED_ARGUMENTS = ("--overwrite", "--json", "--progress", "json")
+# ``rrsis batch`` options that set a segment option for every row under the same flag; every
+# other segment option is given to it as --set KEY=VALUE.
+BATCH_OWN_FLAGS = ("--model", "--device")
 
 
 def segment_arguments(values: dict[str, Any]) -> list[str]:
@@ -248,4 +255,31 @@ def segment_arguments(values: dict[str, Any]) -> list[str]:
     arguments: list[str] = []
     for option in SEGMENT_OPTIONS:
         arguments += option.arguments(values.get(option.name))
+    return arguments
+
+
+def batch_arguments(values: dict[str, Any]) -> list[str]:
+    """``rrsis batch`` arguments for the chosen option values, for every row of its manifest.
+
+    The same options as :func:`segment_arguments` gives ``rrsis segment``, in batch's form.
+
+    Args:
+        values: As for :func:`segment_arguments`.
+
+    Returns:
+        ``--model``/``--device`` as they are, every other option as ``--set KEY=VALUE`` (its
+        long name with ``_``; a switch such as ``--binary`` as ``binary=true``).
+    """
+    arguments: list[str] = []
+    for option in SEGMENT_OPTIONS:
+        # Per option, not over the joined list: a text value may itself start with "-".
+        chosen = option.arguments(values.get(option.name))
+        if not chosen:
+            continue
+        flag, *value = chosen
+        if flag in BATCH_OWN_FLAGS:
+            arguments += chosen
+        else:
+            key = flag.removeprefix("--").replace("-", "_")
+            arguments += ["--set", f"{key}={value[0] if value else 'true'}"]
     return arguments

@@ -5,7 +5,8 @@ Run by tests with Debian's /usr/bin/python3 (QGIS's Python), never by pytest its
     python3 qgis_driver.py REQUEST.json
 
 REQUEST: {"plugin_dir", "executable" (the plugin setting, may be ""), "algorithm" (null:
-run none), "parameters", "load" (runAndLoadResults instead of run), "cancel_on_progress",
+run none), "parameters", "load" (runAndLoadResults instead of run), "cancel_on_progress" (true:
+cancel at the first progress past 0; a number: at the first progress past it),
 "input_kind" ("file", "virtual" or "xyz")}. The report on stdout's last line has the
 registered algorithms, the provider's vector output extensions, the results or the error
 message, the feedback and QGIS log lines, the progress values, and each output opened as a
@@ -64,16 +65,19 @@ report["vector_extensions"] = provider.supportedOutputVectorLayerExtensions() if
 
 
 class RecordingFeedback(QgsProcessingFeedback):
-    """Keeps every message; cancels at the first progress past 0 when asked to."""
+    """Keeps every message; cancels at the first progress past a threshold when asked to."""
 
     def __init__(self, cancel_on_progress):
         super().__init__(False)
-        self.cancel_on_progress = cancel_on_progress
+        # True: past 0 (bool is an int in Python: True would read as 1).
+        threshold = 0 if cancel_on_progress is True else cancel_on_progress
+        self.cancel_past = None if threshold is False else threshold
         self.progressChanged.connect(self.on_progress)
 
     def on_progress(self, value):
         report["progress"].append(value)
-        if self.cancel_on_progress and 0 < value < 100 and not self.isCanceled():
+        past = self.cancel_past
+        if past is not None and past < value < 100 and not self.isCanceled():
             report["canceled_at"] = time.monotonic()
             self.cancel()
 

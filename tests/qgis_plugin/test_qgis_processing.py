@@ -361,9 +361,11 @@ def test_batch_segment_writes_one_styled_pair_per_expression(run_in_qgis, real_r
     )
     assert "error" not in report, report["error"]
     assert report["vector_extensions"] == LIBRARY_VECTOR_EXTENSIONS  # asked via python -m
-    commands = _commands(report)
-    assert len(commands) == 2 and all(" -m rrsis_geo segment " in c for c in commands)
-    assert all(" --candidates " in c for c in commands)
+    # One rrsis process for every expression (one model load), its progress up to the end
+    (command,) = _commands(report)
+    assert " -m rrsis_geo batch " in command and f" --model {BRIGHTNESS} " in command
+    assert " --explain" not in command and " --resume" not in command
+    assert report["progress"][-1] == 100.0
     names = sorted(os.path.basename(path) for path in report["results"]["OUTPUT_LAYERS"])
     assert names == [
         "01_the_bright_fields.gpkg",
@@ -385,3 +387,78 @@ def test_batch_segment_writes_one_styled_pair_per_expression(run_in_qgis, real_r
     assert layers["Dark water! (candidates)"]["renderer"] == "RuleRenderer"
     assert all(layer["valid"] for layer in report["project_layers"])
     assert {layer["crs"] for layer in report["project_layers"]} == {"EPSG:32618"}
+    # The manifest was a hidden file of the output folder, removed afterwards
+    assert not [name for name in os.listdir(tmp_path / "batch") if name.startswith(".")]
+
+
+def test_batch_segment_reports_a_failed_expression_and_loads_the_others(
+    run_in_qgis, real_rasters, tmp_path
+):
+    folder = tmp_path / "batch"
+    # A folder where the second expression's raster would go: that row fails, alone.
+    (folder / "02_dark_water.tif").mkdir(parents=True)
+    parameters = {
+        "INPUT": real_rasters / "RGB.byte.tif",
+        "EXPRESSIONS": ["the bright fields", "Dark water!"],
+        "MODEL": BRIGHTNESS,
+        "STRATEGY": 1,  # Per tile
+        "TILE_SIZE": 256,
+        "OVERLAP": 32,
+        "RASTER_KIND": 1,  # Binary mask: a switch, passed as --set binary=true
+        "OUTPUT_FOLDER": folder,
+    }
+    report = run_in_qgis("rrsis:batchsegment", parameters, load=True)
+    assert "error" not in report, report["error"]
+    (command,) = _commands(report)
+    assert " --set tile_size=256 --set overlap=32 --set binary=true " in command
+    errors = [text for kind, text in report["feedback"] if kind == "error"]
+    assert errors == [f"Dark water!: output is a folder: {folder / '02_dark_water.tif'}"]
+    names = sorted(os.path.basename(path) for path in report["results"]["OUTPUT_LAYERS"])
+    assert names == ["01_the_bright_fields.gpkg", "01_the_bright_fields.tif"]
+    loaded = {layer["name"] for layer in report["project_layers"]}
+    assert loaded == {"the bright fields", "the bright fields (probability)"}
+    with rasterio.open(folder / "01_the_bright_fields.tif") as mask:
+        assert set(mask.read(1, masked=True).compressed().tolist()) == {0, 1}
+    assert not (folder / "02_dark_water.gpkg").exists()
+    # Every expression failing is the algorithm's error, with the first reason
+    (folder / "01_dark_water.tif").mkdir()
+    parameters["EXPRESSIONS"] = ["Dark water!"]
+    report = run_in_qgis("rrsis:batchsegment", parameters, load=True)
+    assert report["error"] == (
+        f"every expression failed; the first: Dark water!: output is a folder: "
+        f"{folder / '01_dark_water.tif'}"
+    )
+
+
+def test_batch_cancel_keeps_the_finished_expressions(run_in_qgis, real_rasters, tmp_path):
+    folder = tmp_path / "batch"
+    report = run_in_qgis(
+        "rrsis:batchsegment",
+        {
+            "INPUT": real_rasters / "RGB.byte.tif",
+            "EXPRESSIONS": ["anything", "something else"],
+            "MODEL": SLOW_MODEL,
+            "TILE_SIZE": 128,
+            "OVERLAP": 16,
+            "MARGIN": 4,
+            "OUTPUT_FOLDER": folder,
+        },
+        cancel_on_progress=50,  # past half: the second expression is running
+    )
+    assert "canceled_at" in report, "the run finished before it could be canceled"
+    assert report["error"] == (
+        "canceled: rrsis was stopped and wrote no output; "
+        f"the 1 expressions before it are complete in {folder}"
+    )
+    assert report["finished_at"] - report["canceled_at"] < 20
+    with pytest.raises(ProcessLookupError):
+        os.kill(report["pid"], 0)
+    # The first expression's files (and their sidecars) only: nothing of the second, no
+    # temporary file, no manifest
+    assert sorted(os.listdir(folder)) == [
+        "01_anything.gpkg",
+        "01_anything.gpkg.json",
+        "01_anything.tif",
+        "01_anything.tif.json",
+    ]
+    assert "Traceback" not in report["stderr"]
