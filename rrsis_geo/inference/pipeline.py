@@ -25,6 +25,7 @@ import os
 import platform
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -754,15 +755,15 @@ class PassRunner:
     def _resume_state(
         self, todo: Sequence[tuple[str, bool]], kinds: Sequence[str]
     ) -> ResumeState | None:
-        """The saved state of the run's first pass when it resumes (a single-sentence pass)."""
-        if self.resume_key is None or self.passes or len(todo) != 1:
+        """The saved state of the run's first loop (its passes together) when it resumes."""
+        if self.resume_key is None or self.passes:
             return None
         key = {
             **self.resume_key,
-            "pass": describe_pass(*todo[0]),
+            "pass": " and ".join(describe_pass(*each) for each in todo),
             **grid_key(self.grid, self.scene.bands),
         }
-        return ResumeState.open(self.beside, key, kinds)
+        return ResumeState.open(self.beside, key, kinds, len(todo))
 
     def check(self, regions: Sequence[Region], description: str) -> None:
         """Check regions of ``description`` against the vocabulary (:class:`CandidateChecker`)."""
@@ -800,24 +801,25 @@ class PassRunner:
         works = [
             self.stack.enter_context(
                 _work_rasters(
-                    self.beside, self.scene.dataset, kinds, self.threshold, self.tags,
-                    state if index == 0 else None,
+                    self.beside, self.scene.dataset, kinds, self.threshold, self.tags, state,
+                    index,
                 )
             )
             for index in range(len(todo))
         ]  # fmt: skip
         presences = [PresenceMap(self.grid) for _ in todo]
-        sink: RowSink = works[0].write_rows
+        sinks: list[RowSink] = [work.write_rows for work in works]
         if state is not None:
-            for row, col, score in state.presence:
-                presences[0].record(int(row), int(col), score)
-            sink = works[0].checkpointing(state, presences[0])
+            for presence, saved in zip(presences, state.presence, strict=True):
+                for row, col, score in saved:
+                    presence.record(int(row), int(col), score)
+            sinks = _Checkpoint(state, works, presences).sinks()
         shared = [
-            SharedSentence(e, w.write_rows, p)
-            for e, w, p in zip(encodings[1:], works[1:], presences[1:], strict=True)
+            SharedSentence(e, sink, p)
+            for e, sink, p in zip(encodings[1:], sinks[1:], presences[1:], strict=True)
         ]
         counts = predict_scene(
-            self.scene, self.model, encodings[0], self.grid, self.statistics, sink,
+            self.scene, self.model, encodings[0], self.grid, self.statistics, sinks[0],
             self.batch_size, self.progress, presence=presences[0], shared=shared,
             start_row=state.rows_done if state is not None else 0,
         )  # fmt: skip
@@ -1180,18 +1182,10 @@ class _WorkRasters:
         for writer in self.writers.values():
             writer.write_rows(first_row, probabilities)
 
-    def checkpointing(self, state: ResumeState, presence: PresenceMap) -> RowSink:
-        """A sink that writes rows, flushes them to disk and then records them in ``state``."""
-        grid = presence.grid
-
-        def sink(first_row: int, probabilities: np.ndarray) -> None:
-            self.write_rows(first_row, probabilities)
-            for writer in self.writers.values():
-                writer.flush()
-            done = first_row + probabilities.shape[0]
-            state.save(done, presence.scores[: grid.first_row_reaching(done)])
-
-        return sink
+    def flush(self) -> None:
+        """Write every writer's rows so far to disk."""
+        for writer in self.writers.values():
+            writer.flush()
 
     def close(self) -> None:
         """Close every writer; raise the first failure (a full disk) once all are closed."""
@@ -1203,6 +1197,37 @@ class _WorkRasters:
                 failures.append(error)
         if failures:
             raise failures[0]
+
+
+class _Checkpoint:
+    """The sinks of a resumable loop's passes, saving the state as all of them advance.
+
+    Each pass's sink writes its rows and flushes them to disk; the state records the rows
+    that every pass has flushed (the slowest pass's end), with every pass's presence scores.
+    The sinks run in their own threads (one per pass), hence the lock.
+    """
+
+    def __init__(
+        self, state: ResumeState, works: Sequence[_WorkRasters], presences: Sequence[PresenceMap]
+    ) -> None:
+        self.state, self.works, self.presences = state, works, presences
+        self._ends = [state.rows_done] * len(works)
+        self._lock = threading.Lock()
+
+    def sinks(self) -> list[RowSink]:
+        """One sink per pass, in the order of ``works``."""
+        return [functools.partial(self._write, index) for index in range(len(self.works))]
+
+    def _write(self, index: int, first_row: int, probabilities: np.ndarray) -> None:
+        work = self.works[index]
+        work.write_rows(first_row, probabilities)
+        work.flush()
+        with self._lock:
+            self._ends[index] = first_row + probabilities.shape[0]
+            done = min(self._ends)
+            if done > self.state.rows_done:
+                cut = self.presences[0].grid.first_row_reaching(done)
+                self.state.save(done, [presence.scores[:cut] for presence in self.presences])
 
 
 def _work_kinds(raster_kind: str | None, vector: bool) -> list[str]:
@@ -1225,11 +1250,13 @@ def _work_rasters(
     threshold: float,
     tags: dict[str, str],
     state: ResumeState | None = None,
+    index: int = 0,
 ) -> Iterator[_WorkRasters]:
     """Work rasters beside ``beside``, removed when the block ends.
 
-    With a resumable ``state`` they have fixed names (:func:`work_raster_path`), the ones with
-    rows already final are reopened, and they are kept when the block fails or is interrupted.
+    With a resumable ``state`` they have fixed names (:func:`work_raster_path` of pass
+    ``index``), the ones with rows already final are reopened, and they are kept when the block
+    fails or is interrupted.
     """
     work = _WorkRasters()
     failed = False
@@ -1237,7 +1264,7 @@ def _work_rasters(
         for kind in kinds:
             encoding = RasterEncoding(kind, threshold)
             path = temporary_sibling(beside, ".tif") if state is None else None
-            work.paths[kind] = path or work_raster_path(beside, kind)
+            work.paths[kind] = path or work_raster_path(beside, kind, index)
             work.encodings[kind] = encoding
             try:
                 if state is not None and state.rows_done:

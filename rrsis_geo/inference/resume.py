@@ -1,15 +1,17 @@
-"""Resuming an interrupted pass from its last finished band of rows (``rrsis segment --resume``).
+"""Resuming interrupted passes from their last finished band of rows (``rrsis segment --resume``).
 
-The state of a resumable run lives beside its first output, under hidden names: the pass's
-work rasters (:func:`work_raster_path`) and a small progress file (:func:`progress_path`),
-replaced atomically each time a block of rows has been written to the work rasters and flushed
-to disk. The progress file records
+The state of a resumable run is that of its first tiling loop, which runs one sentence or
+several together (a relation's description and anchor). It lives beside the run's first
+output, under hidden names: each pass's work rasters (:func:`work_raster_path`, numbered by
+pass) and a small progress file (:func:`progress_path`), replaced atomically each time a block
+of rows has been written to every pass's work rasters and flushed to disk. The progress file
+records
 
-- ``rows``: every raster row above it is final in the work rasters;
-- ``presence``: the per-tile presence scores of the tile rows a resumed pass will not predict
-  again (the regions read them);
+- ``rows``: every raster row above it is final in the work rasters of every pass;
+- ``presence``: per pass, the per-tile presence scores of the tile rows a resumed loop will not
+  predict again (the regions read them);
 - ``key``: what the pixels depend on: the input (path, size, modification time), the sentence
-  and the pass, the model (weights' sha256, else its name), the tile grid, bands, threshold,
+  and the passes, the model (weights' sha256, else its name), the tile grid, bands, threshold,
   resolution, stretch and raster kind.
 
 A resumed pass restarts at the first tile row that reaches an unfinished row
@@ -45,7 +47,7 @@ __all__ = [
     "work_raster_path",
 ]
 
-PROGRESS_VERSION = 1
+PROGRESS_VERSION = 2  # 1: one pass, its presence list not nested
 WORK_KINDS = ("probability", "binary", "float32")
 """Every encoding a work raster may have (:class:`~rrsis_geo.geo.writers.RasterEncoding`)."""
 START_OVER = "run without --resume to start over"
@@ -56,9 +58,10 @@ def progress_path(beside: Path) -> Path:
     return beside.with_name(f".{beside.stem}.resume.tmp.json")
 
 
-def work_raster_path(beside: Path, kind: str) -> Path:
-    """The resumable work raster of one encoding (``"binary"``, ...) beside an output."""
-    return beside.with_name(f".{beside.stem}.resume-{kind}.tmp.tif")
+def work_raster_path(beside: Path, kind: str, index: int = 0) -> Path:
+    """The resumable work raster of one encoding (``"binary"``, ...) of pass ``index``."""
+    number = str(index) if index else ""  # the first pass's name is the one of version 1
+    return beside.with_name(f".{beside.stem}.resume{number}-{kind}.tmp.tif")
 
 
 def input_fingerprint(path: Path) -> str:
@@ -69,35 +72,41 @@ def input_fingerprint(path: Path) -> str:
 
 def remove_state(beside: Path) -> None:
     """Remove the resumable state beside an output, if any (progress file first)."""
-    rasters = [work_raster_path(beside, kind) for kind in WORK_KINDS]
-    leftovers = [
-        progress_path(beside),
-        *rasters,
-        *(r.with_name(r.name + ".aux.xml") for r in rasters),
-    ]
-    for leftover in leftovers:
-        with contextlib.suppress(FileNotFoundError):
-            leftover.unlink()
+    with contextlib.suppress(FileNotFoundError):
+        progress_path(beside).unlink()
+    index = 0
+    while True:
+        rasters = [work_raster_path(beside, kind, index) for kind in WORK_KINDS]
+        leftovers = [p for r in rasters for p in (r, r.with_name(r.name + ".aux.xml"))]
+        if index and not any(path.exists() for path in leftovers):
+            return
+        for leftover in leftovers:
+            with contextlib.suppress(FileNotFoundError):
+                leftover.unlink()
+        index += 1
 
 
 @dataclass
 class ResumeState:
-    """The resumable state of one pass, as found on disk and as updated while it runs.
+    """The resumable state of a loop's passes, as found on disk and as updated while it runs.
 
     Attributes:
         beside: The output the state lives beside.
         key: What the pixels depend on, name -> description (see the module).
-        rows_done: Raster rows final in the work rasters (0: start from the top).
-        presence: ``[tile row, tile column, score]`` of the tiles before the restart.
+        rows_done: Raster rows final in every pass's work rasters (0: start from the top).
+        presence: Per pass, ``[tile row, tile column, score]`` of the tiles before the
+            restart (empty lists when starting from the top).
     """
 
     beside: Path
     key: dict[str, str]
     rows_done: int = 0
-    presence: list[list[float]] = field(default_factory=list)
+    presence: list[list[list[float]]] = field(default_factory=list)
 
     @classmethod
-    def open(cls, beside: Path, key: dict[str, str], kinds: Sequence[str]) -> ResumeState:
+    def open(
+        cls, beside: Path, key: dict[str, str], kinds: Sequence[str], passes: int = 1
+    ) -> ResumeState:
         """The state to continue from: the saved one, or a fresh one when there is none.
 
         A saved state whose work rasters are missing or unreadable is dropped (the pass
@@ -107,6 +116,7 @@ class ResumeState:
             beside: The output the state lives beside.
             key: What the pixels of this run depend on.
             kinds: The work rasters' encodings.
+            passes: How many passes the loop runs (the key's ``pass`` names them).
 
         Raises:
             InputError: The saved state is unreadable or was made for another key.
@@ -116,8 +126,10 @@ class ResumeState:
             saved = json.loads(path.read_text())
             rows, presence = int(saved["rows"]), list(saved["presence"])
             recorded = dict(saved["key"])
+            if saved.get("version", 1) == 1:
+                presence = [presence]
         except FileNotFoundError:
-            return cls(beside, key)
+            return cls(beside, key, 0, [[] for _ in range(passes)])
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise InputError(
                 f"{beside} cannot resume: its progress file {path.name} is unreadable "
@@ -130,20 +142,23 @@ class ResumeState:
         ]
         if differs:
             raise InputError(f"{beside} cannot resume: {'; '.join(differs)}; {START_OVER}")
-        if not all(_readable(work_raster_path(beside, kind), rows) for kind in kinds):
-            return cls(beside, key)
+        rasters = [work_raster_path(beside, k, i) for i in range(passes) for k in kinds]
+        if len(presence) != passes or not all(_readable(path, rows) for path in rasters):
+            return cls(beside, key, 0, [[] for _ in range(passes)])
         return cls(beside, key, rows, presence)
 
-    def save(self, rows: int, scores: np.ndarray) -> None:
-        """Record that every row above ``rows`` is final (the work rasters flushed before).
+    def save(self, rows: int, scores: Sequence[np.ndarray]) -> None:
+        """Record that every row above ``rows`` is final (every work raster flushed before).
 
         Args:
-            rows: Raster rows final in the work rasters.
-            scores: Presence scores of the tile rows a resumed pass will not predict again
-                (NaN: none).
+            rows: Raster rows final in the work rasters of every pass.
+            scores: Per pass, presence scores of the tile rows a resumed loop will not
+                predict again (NaN: none).
         """
-        found = np.argwhere(np.isfinite(scores))
-        presence = [[int(r), int(c), float(scores[r, c])] for r, c in found]
+        presence = [
+            [[int(r), int(c), float(each[r, c])] for r, c in np.argwhere(np.isfinite(each))]
+            for each in scores
+        ]
         document = {
             "version": PROGRESS_VERSION,
             "key": self.key,

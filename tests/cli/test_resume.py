@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import geopandas
 import numpy as np
 import pytest
 import rasterio
@@ -169,3 +170,45 @@ def test_a_batch_row_resumes_a_killed_segment_run(scene, tmp_path):
     assert report["counts"]["done"] == 1, report
     np.testing.assert_array_equal(_pixels(output), reference)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.tif", "out.tif.json", "rows.csv"]
+
+
+def _squares_scene(path: Path) -> Path:
+    """Grey ground with three bright and three dark squares: fields a relation can relate."""
+    pixels = np.random.default_rng(5).normal(128, 6, (3, 1500, 1500)).clip(0, 255)
+    for value, corners in ((240, [(100, 200), (700, 1200), (1250, 300)]),
+                           (15, [(200, 700), (900, 600), (1200, 1250)])):  # fmt: skip
+        for y, x in corners:
+            pixels[:, y : y + 160, x : x + 160] = value
+    return write_raster(path, pixels.astype(np.uint8))
+
+
+def test_a_relation_resumes_both_of_its_passes_to_the_uninterrupted_answer(tmp_path):
+    """The description and the anchor run in one loop; killed midway, both resume."""
+    scene = _squares_scene(tmp_path / "squares.tif")
+    sentence = "the bright field closest to the dark field"
+    model = "python:tests.inference.sleepy_model:contrast"
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    common = ("segment", scene, sentence, "-m", model, "--tile-size", 128)
+    done = _start(*common, "-o", reference / "out.tif", "-o", reference / "out.gpkg", sleep=0)
+    per_call = 4  # tiles per model call with two sentences: the first progress event
+    assert _run_until(done, reference / "out.tif", None) == per_call and done.returncode == 0
+
+    out = tmp_path / "out"
+    out.mkdir()
+    outputs = ("-o", out / "out.tif", "-o", out / "out.gpkg")
+    _run_until(_start(*common, *outputs, "--resume"), out / "out.tif", 0.5)
+    state = sorted(p.name for p in out.iterdir())
+    assert ".out.resume-probability.tmp.tif" in state and ".out.resume1-binary.tmp.tif" in state
+    saved = json.loads((out / ".out.resume.tmp.json").read_text())
+    assert saved["rows"] > 0 and len(saved["presence"]) == 2
+    assert "'The bright field.' (every instance) and 'The dark field.'" in saved["key"]["pass"]
+    finished = _start(*common, *outputs, "--resume", "--json")
+    assert _run_until(finished, out / "out.tif", None) > per_call and finished.returncode == 0
+    np.testing.assert_array_equal(_pixels(out / "out.tif"), _pixels(reference / "out.tif"))
+    got = geopandas.read_file(out / "out.gpkg").geometry.union_all()
+    want = geopandas.read_file(reference / "out.gpkg").geometry.union_all()
+    assert not want.is_empty and got.symmetric_difference(want).area == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["out.tif", "out.tif.json", "out.gpkg", "out.gpkg.json"]
+    )

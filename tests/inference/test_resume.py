@@ -16,7 +16,12 @@ from rrsis_geo.inference.pipeline import (
     scene_statistics,
 )
 from rrsis_geo.inference.reference_models import box_mean, brightness
-from rrsis_geo.inference.resume import ResumeState, progress_path, work_raster_path
+from rrsis_geo.inference.resume import (
+    ResumeState,
+    progress_path,
+    remove_state,
+    work_raster_path,
+)
 from tests.rasters import textured, write_raster
 
 
@@ -61,11 +66,28 @@ def test_a_state_of_another_key_is_refused_and_one_without_rasters_starts_over(t
     key = {"sentence": "'a'", "threshold": "0.5"}
     fresh = ResumeState.open(beside, key, ["binary"])
     assert fresh.rows_done == 0 and not progress_path(beside).exists()
-    fresh.save(256, np.full((3, 4), np.nan, np.float32))
+    fresh.save(256, [np.full((3, 4), np.nan, np.float32)])
     assert ResumeState.open(beside, key, ["binary"]).rows_done == 0  # no work raster: over
 
     write_raster(work_raster_path(beside, "binary"), np.zeros((1, 300, 20), np.uint8))
     again = ResumeState.open(beside, key, ["binary"])
-    assert again.rows_done == 256 and again.presence == []
+    assert again.rows_done == 256 and again.presence == [[]]
     with pytest.raises(InputError, match=r"cannot resume: the threshold differs \(saved 0.5, "):
         ResumeState.open(beside, {**key, "threshold": "0.3"}, ["binary"])
+
+
+def test_a_state_of_two_passes_needs_both_passes_rasters_and_keeps_each_presence(tmp_path):
+    beside = tmp_path / "out.gpkg"
+    key = {"pass": "'a' and 'b'"}
+    scores = [np.full((3, 4), np.nan, np.float32) for _ in range(2)]
+    scores[1][0, 2] = 0.75
+    ResumeState.open(beside, key, ["binary"], passes=2).save(256, scores)
+    write_raster(work_raster_path(beside, "binary"), np.zeros((1, 300, 20), np.uint8))
+    assert ResumeState.open(beside, key, ["binary"], passes=2).rows_done == 0  # pass 2 missing
+    second = work_raster_path(beside, "binary", 1)
+    assert second != work_raster_path(beside, "binary")
+    write_raster(second, np.zeros((1, 300, 20), np.uint8))
+    state = ResumeState.open(beside, key, ["binary"], passes=2)
+    assert state.rows_done == 256 and state.presence == [[], [[0, 2, 0.75]]]
+    remove_state(beside)
+    assert list(tmp_path.iterdir()) == []
