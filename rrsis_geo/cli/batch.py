@@ -305,9 +305,9 @@ def batch_rows(
         folder.mkdir(parents=True, exist_ok=True)
     command = _segment_command()
     rows = [
-        _batch_row(source, entry, sentence, folder, suffixes, defaults, command)
+        _batch_row(source, entry, index, folder, suffixes, defaults, command)
         for entry in entries
-        for sentence in entry.sentences
+        for index in range(len(entry.sentences))
     ]
     _check_distinct_outputs(rows)
     return rows
@@ -325,7 +325,7 @@ def _segment_command() -> Any:
 def _batch_row(
     source: str,
     entry: ManifestRow,
-    sentence: str,
+    index: int,
     folder: Path | None,
     suffixes: list[str],
     defaults: dict[str, Any],
@@ -336,7 +336,8 @@ def _batch_row(
     from rrsis_geo.inference.pipeline import default_output_paths
 
     where = f"{source} line {entry.line}"
-    outputs = list(entry.outputs)
+    sentence = entry.sentences[index]
+    outputs = list(entry.outputs_of(index))
     if not outputs:
         scene = Path(entry.scene)
         named = default_output_paths(scene, sentence, suffixes or (".gpkg",), folder)

@@ -59,8 +59,10 @@ class ManifestRow:
         line: Where it is: the line of a JSONL file, the line of a CSV file (header = 1).
         scene: The raster.
         sentences: One or more referring expressions.
-        outputs: Output files (empty: default names).
+        outputs: Output files of a row of one sentence (empty: default names).
         options: Column -> value for every other column (``rrsis segment`` options).
+        sentence_outputs: Output files of each sentence of a JSONL ``sentences`` list, in
+            order (empty: default names); empty when no sentence names its own.
     """
 
     line: int
@@ -68,6 +70,13 @@ class ManifestRow:
     sentences: tuple[str, ...]
     outputs: tuple[str, ...] = ()
     options: dict[str, Any] = field(default_factory=dict)
+    sentence_outputs: tuple[tuple[str, ...], ...] = ()
+
+    def outputs_of(self, index: int) -> tuple[str, ...]:
+        """The outputs of sentence ``index`` (empty: default names)."""
+        if self.sentence_outputs and self.sentence_outputs[index]:
+            return self.sentence_outputs[index]
+        return self.outputs
 
 
 @dataclass(frozen=True)
@@ -223,17 +232,50 @@ def _manifest_row(path: Path, line: int, record: dict[str, Any]) -> ManifestRow:
     scene = record.pop("scene", None)
     if not isinstance(scene, str) or not scene:
         raise InputError(f"{where}: no scene")
-    sentences = _strings(record.pop("sentences", None), where, "sentences")
+    listed = _sentence_list(record.pop("sentences", None), where)
     sentence = record.pop("sentence", None)
     if sentence is not None:
-        sentences = [*_strings(sentence, where, "sentence"), *sentences]
-    if not sentences:
+        listed = [(text, ()) for text in _strings(sentence, where, "sentence")] + listed
+    if not listed:
         raise InputError(f"{where}: no sentence")
+    outputs = _outputs(record, where)
+    if outputs and len(listed) > 1:
+        raise InputError(
+            f"{where}: several sentences cannot share outputs; leave output out, or give each "
+            'sentence its own: "sentences": [{"sentence": ..., "outputs": [...]}, ...]'
+        )
+    sentences = tuple(text for text, _ in listed)
+    own = tuple(each for _, each in listed) if any(each for _, each in listed) else ()
+    return ManifestRow(line, scene, sentences, tuple(outputs), record, own)
+
+
+def _outputs(record: dict[str, Any], where: str) -> list[str]:
+    """The ``output`` and ``outputs`` of a row or of a sentence of a ``sentences`` list."""
     outputs = _strings(record.pop("output", None), where, "output", split=";")
-    outputs += _strings(record.pop("outputs", None), where, "outputs", split=";")
-    if outputs and len(sentences) > 1:
-        raise InputError(f"{where}: several sentences cannot share outputs; leave output out")
-    return ManifestRow(line, scene, tuple(sentences), tuple(outputs), record)
+    return outputs + _strings(record.pop("outputs", None), where, "outputs", split=";")
+
+
+def _sentence_list(value: Any, where: str) -> list[tuple[str, tuple[str, ...]]]:
+    """A JSONL ``sentences`` list: texts, or ``{"sentence": ..., "outputs": [...]}`` objects."""
+    if not isinstance(value, list):
+        return [(text, ()) for text in _strings(value, where, "sentences")]
+    listed = []
+    for item in value:
+        if isinstance(item, dict):
+            item = dict(item)
+            text = item.pop("sentence", None)
+            outputs = tuple(_outputs(item, where))
+            if item:
+                unknown = ", ".join(sorted(item))
+                raise InputError(
+                    f"{where}: a sentences object takes sentence and outputs, not {unknown}"
+                )
+            if not isinstance(text, str) or not text.strip():
+                raise InputError(f"{where}: a sentences object needs a sentence (text)")
+            listed.append((text, outputs))
+        else:
+            listed += [(text, ()) for text in _strings([item], where, "sentences")]
+    return listed
 
 
 def _strings(value: Any, where: str, column: str, split: str | None = None) -> list[str]:

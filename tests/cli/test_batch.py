@@ -7,6 +7,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.cli_run import rrsis
 from tests.rasters import textured, write_raster
 
@@ -89,13 +91,24 @@ def test_jsonl_manifest_with_per_row_options_and_a_sentences_list(tmp_path):
             "binary": True,
         },
         {"scene": str(scene), "sentences": ["the dark field", "the bright road"]},
+        {
+            "scene": str(scene),
+            "sentences": [
+                {"sentence": "the bright lake", "outputs": [str(tmp_path / "lake.gpkg")]},
+                {"sentence": "the bright hill", "output": str(tmp_path / "hill.tif")},
+                "the dark hill",
+            ],
+        },
     ]
     manifest.write_text("\n".join(json.dumps(row) for row in rows) + "\n")
     run = rrsis("batch", manifest, "-m", BRIGHTNESS, "--json", "--quiet")
     assert run.returncode == 0, run.stderr
     assert run.stderr == ""
     report = json.loads(run.stdout)
-    assert report["counts"] == {"done": 3, "skipped": 0, "failed": 0}
+    assert report["counts"] == {"done": 6, "skipped": 0, "failed": 0}
+    assert json.loads((tmp_path / "lake.gpkg.json").read_text())["expression"] == "the bright lake"
+    assert json.loads((tmp_path / "hill.tif.json").read_text())["expression"] == "the bright hill"
+    assert (tmp_path / "scene.the_dark_hill.gpkg").exists()
     sidecar = json.loads((tmp_path / "t.tif.json").read_text())
     assert sidecar["threshold"] == 0.3 and sidecar["options"]["threshold"] == 0.3
     assert sidecar["bands"] == [3, 2, 1] and sidecar["options"]["raster_kind"] == "binary"
@@ -112,7 +125,7 @@ def test_jsonl_manifest_with_per_row_options_and_a_sentences_list(tmp_path):
     assert json.loads((tmp_path / "t.tif.json").read_text())["threshold"] == 0.3
     replaced = rrsis("batch", manifest, "-m", BRIGHTNESS, "--json", "--overwrite")
     assert replaced.returncode == 0, replaced.stderr
-    assert json.loads(replaced.stdout)["counts"] == {"done": 1, "skipped": 2, "failed": 0}
+    assert json.loads(replaced.stdout)["counts"] == {"done": 1, "skipped": 5, "failed": 0}
     assert json.loads((tmp_path / "t.tif.json").read_text())["threshold"] == 0.6
 
 
@@ -213,3 +226,21 @@ def test_sigterm_abandons_the_current_row_and_prints_the_rows_so_far(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "big.tif", "first.the_field.gpkg", "first.the_field.gpkg.json", "first.tif", "rows.csv",
     ]  # fmt: skip
+
+
+def test_a_sentences_object_takes_a_sentence_and_outputs_only(tmp_path):
+    from rrsis_geo.errors import InputError
+    from rrsis_geo.inference.batch import read_manifest
+
+    manifest = tmp_path / "rows.jsonl"
+    for sentences, message in [
+        ([{"sentence": "the lake", "threshold": 0.3}], "takes sentence and outputs, not threshold"),
+        ([{"outputs": ["a.gpkg"]}], "needs a sentence"),
+    ]:
+        manifest.write_text(json.dumps({"scene": "s.tif", "sentences": sentences}) + "\n")
+        with pytest.raises(InputError, match=f"{manifest} line 1: a sentences object {message}"):
+            read_manifest(manifest)
+    shared = {"scene": "s.tif", "sentences": ["a", "b"], "output": "x.gpkg"}
+    manifest.write_text(json.dumps(shared) + "\n")
+    with pytest.raises(InputError, match="give each sentence its own"):
+        read_manifest(manifest)
