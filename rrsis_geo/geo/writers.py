@@ -7,7 +7,9 @@ written window by window) and then copied to a Cloud Optimized GeoTIFF with over
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -32,6 +34,7 @@ __all__ = [
     "atomic_output",
     "check_output_path",
     "keep_under",
+    "remove_temporary_siblings",
     "temporary_sibling",
     "write_cog",
     "write_failure",
@@ -138,6 +141,28 @@ def temporary_sibling(path: Path, suffix: str | None = None) -> Path:
     """A hidden, unique name in ``path``'s folder, keeping its extension (drivers read it)."""
     suffix = path.suffix if suffix is None else suffix
     return path.with_name(f".{path.stem}.{uuid.uuid4().hex[:12]}.tmp{suffix}")
+
+
+def remove_temporary_siblings(path: Path) -> list[Path]:
+    """Remove what :func:`temporary_sibling` named for ``path`` and its ``.json`` sidecar.
+
+    Only for temporaries no process is writing any more: those of a run that was killed.
+
+    Returns:
+        What was removed.
+    """
+    removed = []
+    for target in (path, path.with_name(path.name + ".json")):
+        name = re.compile(rf"\.{re.escape(target.stem)}\.[0-9a-f]{{12}}\.tmp(\.[^/]*)?")
+        folder = target.parent if str(target.parent) else Path(".")
+        for leftover in folder.glob(f".{glob.escape(target.stem)}.*.tmp*"):
+            if name.fullmatch(leftover.name):
+                if leftover.is_dir():
+                    shutil.rmtree(leftover, ignore_errors=True)
+                else:
+                    leftover.unlink(missing_ok=True)
+                removed.append(leftover)
+    return removed
 
 
 @contextlib.contextmanager

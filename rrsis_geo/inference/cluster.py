@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from rrsis_geo.errors import InputError
+from rrsis_geo.geo.writers import remove_temporary_siblings
 from rrsis_geo.inference.batch import (
     FAILED,
     BatchReport,
@@ -112,7 +113,8 @@ def run_batch_on_cluster(
         rows: The requests.
         address: The scheduler (``tcp://HOST:PORT``, ``HOST:PORT`` or a scheduler file
             ``*.json``); None starts a cluster on this machine with ``workers`` processes
-            (see :func:`local_worker_environments`), closed at the end.
+            (see :func:`local_worker_environments`), closed at the end (and the temporary
+            files of the rows it did not finish removed).
         workers: Worker processes of a local cluster; only without ``address``.
         fail_fast: Cancel the rows not yet finished after the first failed row.
         on_row: Called as each row finishes, with how many have finished and its outcome.
@@ -129,27 +131,36 @@ def run_batch_on_cluster(
     report = report if report is not None else BatchReport()
     report.total = len(rows)
     folder = os.getcwd()
-    with _client(address, workers) as client:
-        futures = {
-            client.submit(
-                run_row_on_worker, _for_workers(row), command, folder, pure=False
-            ): position
-            for position, row in enumerate(rows)
-        }
-        finished: list[tuple[int, RowOutcome]] = []
-        try:
-            for future in as_completed(futures):
-                position = futures[future]
-                outcome = _outcome(future, rows[position])
-                finished.append((position, outcome))
-                report.outcomes = [outcome for _, outcome in sorted(finished)]
-                if on_row is not None:
-                    on_row(len(finished), outcome)
-                if fail_fast and outcome.status == FAILED:
-                    break
-        finally:
-            client.cancel([future for future in futures if not future.done()])
+    finished: dict[int, RowOutcome] = {}
+    try:
+        with _client(address, workers) as client:
+            futures = {
+                client.submit(run_row_on_worker, _for_workers(row), command, folder, pure=False): i
+                for i, row in enumerate(rows)
+            }
+            try:
+                for future in as_completed(futures):
+                    position = futures[future]
+                    outcome = finished[position] = _outcome(future, rows[position])
+                    _remove_leftovers(rows[position])  # of an attempt whose worker died
+                    report.outcomes = [finished[i] for i in sorted(finished)]
+                    if on_row is not None:
+                        on_row(len(finished), outcome)
+                    if fail_fast and outcome.status == FAILED:
+                        break
+            finally:
+                client.cancel([future for future in futures if not future.done()])
+    finally:
+        if address is None:  # the local workers are gone: nothing writes the rest's files
+            for position, row in enumerate(rows):
+                if position not in finished:
+                    _remove_leftovers(row)
     return report
+
+
+def _remove_leftovers(row: BatchRow) -> None:
+    for path in row.request.output_paths():
+        remove_temporary_siblings(Path(path))
 
 
 def _outcome(future: Any, row: BatchRow) -> RowOutcome:

@@ -112,6 +112,7 @@ def test_a_row_whose_worker_is_killed_is_retried_and_no_row_runs_twice(cluster, 
     assert forwards[victim] > 0
     survivors = sum(n for pid, n in forwards.items() if pid != victim)
     assert survivors == sum(row["tiles_predicted"] for row in report["rows"])
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # its temporaries too
     _same_polygons(out, _reference(scenes, tmp_path))
 
 
@@ -145,3 +146,30 @@ def test_local_workers_get_one_gpu_each_and_share_the_cpus():
     ]
     assert local_worker_environments(None, 0, 2) == [{"OMP_NUM_THREADS": "1"}] * 2
     assert local_worker_environments(3, 2, 12)[2]["CUDA_VISIBLE_DEVICES"] == "0"
+
+
+def test_sigterm_on_a_local_cluster_keeps_the_finished_rows_and_leaves_no_temporary(tmp_path):
+    scenes = _scenes(tmp_path / "scenes")
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "rrsis_geo", "batch", str(scenes), "-e", "the bright field",
+               "-o", str(out), "--model", MODEL, "--set", "tile_size=64", "--set", "batch_size=1",
+               "--json", "--progress", "none", "--engine", "dask", "--workers", "2"]  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RRSIS_TEST_SLEEP": "0.25"}
+    batch = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    for line in batch.stderr:
+        if "[1/8] done" in line:
+            break
+    batch.send_signal(signal.SIGTERM)
+    stdout, _ = batch.communicate(timeout=120)
+    assert batch.returncode == 130
+    report = json.loads(stdout)
+    assert report["interrupted"] and 1 <= report["counts"]["done"] < ROWS
+    done = {Path(row["outputs"][0]).name for row in report["rows"] if row["status"] == "done"}
+    written = {p.name for p in out.iterdir() if p.suffix == ".gpkg"}
+    # A row may still finish as the cluster closes: then its outputs are complete.
+    assert done <= written and len(written) < ROWS
+    for name in written:
+        assert (out / f"{name}.json").exists() and len(geopandas.read_file(out / name)) > 0
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
