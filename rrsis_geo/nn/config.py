@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rrsis_geo.geo.normalization import NormalizationSpec
-from rrsis_geo.inference.model import ModelMetadata
+from rrsis_geo.pretrained import ModelMetadata
 
 __all__ = [
     "NAMED_CONFIGS",
