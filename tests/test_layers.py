@@ -9,7 +9,7 @@ import pytest
 FORBIDDEN = {
     "geo": ("nn", "models", "data", "inference", "training", "cli"),
     "data": ("nn", "inference", "training", "cli"),
-    "nn": ("inference", "training", "cli"),
+    "nn": ("models", "inference", "training", "cli"),
     "inference": ("training", "cli"),
     "training": ("cli",),
 }

@@ -560,14 +560,15 @@ def _run_eval(
     from rrsis_geo.data.readers import open_dataset
     from rrsis_geo.geo.writers import atomic_output
     from rrsis_geo.inference.torch_model import resolve_device
-    from rrsis_geo.nn.crobim import CroBIM
+    from rrsis_geo.models.registry import from_pretrained
     from rrsis_geo.training.evaluate import evaluate
     from rrsis_geo.training.metrics import Protocol
     from rrsis_geo.training.trainer import Distributed
 
     samples = open_dataset(dataset, split, layout)
     groups = _read_groups(groups_path) if groups_path is not None else None
-    model, tokenizer = CroBIM.from_pretrained(checkpoint)
+    loaded = from_pretrained(checkpoint)
+    model, tokenizer = loaded.model, loaded.tokenizer
     env = Distributed.setup()
     target = env.device() if env.world_size > 1 else resolve_device(device)
     result = evaluate(
@@ -613,36 +614,18 @@ def _read_groups(path: Path) -> dict[str, str]:
 def models_list(
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """List the shipped trained models and the named CroBIM configs (architectures)."""
-    from rrsis_geo.models import DEFAULT_MODEL, SHIPPED_MODELS, shipped_model_names
-    from rrsis_geo.nn.config import NAMED_CONFIGS, CroBIMConfig
-    from rrsis_geo.nn.crobim import load_checkpoint_config
+    """List the shipped trained models and the named configs of every architecture."""
+    from rrsis_geo.models.registry import list_models
 
-    entries: list[tuple[str, str, CroBIMConfig]] = []
-    for name in shipped_model_names():
-        document = load_checkpoint_config(SHIPPED_MODELS / name)
-        entries.append((name, "trained", CroBIMConfig.from_dict(document["config"])))
-    entries += [(name, "config", build()) for name, build in NAMED_CONFIGS.items()]
-    rows = [
-        {
-            "name": name,
-            "kind": kind,
-            "default": name == DEFAULT_MODEL,
-            "vision": config.vision.name,
-            "text": config.text.name,
-            "input_size": config.input_size,
-            "max_tokens": config.text.max_tokens,
-        }
-        for name, kind, config in entries
-    ]
+    rows = list_models()
     if json_output:
         typer.echo(json.dumps(rows))
         return
     for row in rows:
         label = f"{row['kind']}{' (default)' if row['default'] else ''}"
         typer.echo(
-            f"{row['name']:<18} {label:<17} {row['vision']:<30} {row['text']:<28} "
-            f"{row['input_size']:>4} px  {row['max_tokens']:>3} tokens"
+            f"{row['name']:<18} {label:<17} {row['architecture']:<8} {row['vision']:<30} "
+            f"{row['text']:<28} {row['tile_size']:>4} px  {row['max_tokens']:>3} tokens"
         )
 
 
@@ -658,7 +641,7 @@ def models_info(
 ) -> None:
     """Show what a config or checkpoint declares (as JSON)."""
     with command_errors("nothing shown"):
-        from rrsis_geo.nn.crobim import describe
+        from rrsis_geo.models.registry import describe
 
         typer.echo(json.dumps(describe(name_or_path, revision), indent=2))
 
@@ -685,7 +668,7 @@ def models_export(
 ) -> None:
     """Re-save a checkpoint for shipping: float16, without an unchanged text encoder."""
     with command_errors("nothing written"):
-        from rrsis_geo.nn.crobim import export_checkpoint
+        from rrsis_geo.models.registry import export_checkpoint
 
         folder = export_checkpoint(source, target, half, text_encoder, overwrite)
         size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())

@@ -19,8 +19,7 @@ import torch.nn.functional as F
 
 from rrsis_geo.inference.model import ModelMetadata, TilePrediction
 from rrsis_geo.inference.torch_model import resolve_device
-from rrsis_geo.models import weights_sha256
-from rrsis_geo.nn.crobim import CroBIM, TextState, resolve_checkpoint
+from rrsis_geo.nn.crobim import CroBIM, TextState
 
 __all__ = ["CroBIMPredictor", "EveryInstance", "tokenize"]
 
@@ -77,10 +76,11 @@ class CroBIMPredictor:
     def from_pretrained(
         cls, name_or_path: str | Path, device: str = "auto", revision: str | None = None
     ) -> CroBIMPredictor:
-        """Load a checkpoint folder or hub repo id (see :meth:`CroBIM.from_pretrained`)."""
-        folder = resolve_checkpoint(name_or_path, revision)
-        model, tokenizer = CroBIM.from_pretrained(folder)
-        return cls(model, tokenizer, device, weights_sha256(folder))
+        """Load a shipped name, checkpoint folder or hub repo id through the model registry."""
+        from rrsis_geo.models.registry import from_pretrained
+
+        loaded = from_pretrained(name_or_path, revision)
+        return cls(loaded.model, loaded.tokenizer, device, loaded.checkpoint.sha256)
 
     def encode_expression(self, expression: str) -> TextState:
         """Tokenize and run the plain text pass once for the whole scene."""

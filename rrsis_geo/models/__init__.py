@@ -1,14 +1,20 @@
-"""Models shipped inside the package: trained checkpoints found by name, and their hashes.
+"""The model registry: architectures, named configs, checkpoints (shipped, local, hub).
 
-The default model (:data:`DEFAULT_MODEL`, 17 MB) is package data of ``rrsis_geo`` so that a
-plain ``pip install`` (or a wheel) can segment offline with nothing else downloaded; its model
-card and training config live in the repository's top-level ``models/``.
+This package's top level is light (no torch): the shipped checkpoints found by name and their
+hashes. The default model (:data:`DEFAULT_MODEL`, 17 MB) is package data of ``rrsis_geo`` so
+that a plain ``pip install`` (or a wheel) can segment offline with nothing else downloaded;
+its model card and training config live in the repository's top-level ``models/``.
+
+:mod:`rrsis_geo.models.registry` dispatches on a checkpoint's architecture (``create_model``,
+``from_pretrained``, ``describe``, ``list_models``); :mod:`rrsis_geo.models.hub` resolves a
+name, a folder or a hub id to a checked checkpoint.
 """
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
+
+from rrsis_geo.checkpoints import WEIGHTS_FILE, file_sha256
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -24,7 +30,6 @@ DEFAULT_MODEL = "crobim-lite-synth"
 """The model ``rrsis segment`` runs when none is given (trained on synthetic scenes only)."""
 SHIPPED_MODELS = Path(__file__).resolve().parent
 """The folder holding one sub-folder per shipped checkpoint (``config.json`` and weights)."""
-WEIGHTS_FILE = "model.safetensors"
 
 
 def shipped_model(name: str) -> Path | None:
@@ -52,12 +57,3 @@ def weights_sha256(folder: str | Path) -> str | None:
     """
     path = Path(folder) / WEIGHTS_FILE
     return file_sha256(path) if path.is_file() else None
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

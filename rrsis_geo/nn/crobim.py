@@ -13,14 +13,15 @@ The plain text pass depends only on the expression: :meth:`CroBIM.encode_text` r
 the result is reused for every tile of a scene. The prompted pass needs each image's visual
 context (that is CAPM's point) and so runs with every batch.
 
-Checkpoints are a folder: ``config.json`` (architecture, everything inference needs, the
-sha256 of the weights), ``model.safetensors`` and ``tokenizer/``. No pickle is ever loaded.
+Checkpoints are a folder (:mod:`rrsis_geo.checkpoints`): ``config.json`` (architecture,
+everything inference needs, the sha256 of the weights), ``model.safetensors`` and
+``tokenizer/``. No pickle is ever loaded. :func:`rrsis_geo.models.registry.from_pretrained`
+finds one by name, folder or hub id; :meth:`CroBIM.from_pretrained` loads a local folder.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,30 +31,28 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rrsis_geo.checkpoints import (
+    CONFIG_FILE,
+    FORMAT_VERSION,
+    TOKENIZER_DIR,
+    WEIGHTS_FILE,
+    file_sha256,
+    read_checkpoint_config,
+)
 from rrsis_geo.errors import InputError
 from rrsis_geo.geo.writers import atomic_output
-from rrsis_geo.models import file_sha256, shipped_model
 from rrsis_geo.nn.capm import CAPM, append_prompts
-from rrsis_geo.nn.config import NAMED_CONFIGS, CroBIMConfig, named_config
+from rrsis_geo.nn.config import CroBIMConfig, named_config
 from rrsis_geo.nn.encoders import TextEncoder, VisionEncoder, load_tokenizer
 from rrsis_geo.nn.heads import MaskHead, PresenceHead, SentenceQuery
 from rrsis_geo.nn.lgfa import LGFA, masked_mean
 from rrsis_geo.nn.mid import MID
 from rrsis_geo.nn.selection import Candidates, ObjectSelector, SelectionInputs
 
-__all__ = [
-    "CroBIM",
-    "CroBIMOutput",
-    "TextState",
-    "describe",
-    "export_checkpoint",
-    "load_checkpoint_config",
-]
+__all__ = ["ARCHITECTURE", "CroBIM", "CroBIMOutput", "TextState"]
 
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
-TOKENIZER_DIR = "tokenizer"
-FORMAT_VERSION = 1
+ARCHITECTURE = "crobim"
+"""The ``architecture`` of CroBIM checkpoints (the registry dispatches on it)."""
 TEXT_PREFIX = "text."
 
 
@@ -332,7 +331,7 @@ class CroBIM(nn.Module):
         tokenizer = tokenizer if tokenizer is not None else load_tokenizer(self.config.text)
         tokenizer.save_pretrained(str(folder / TOKENIZER_DIR))
         document = {
-            "architecture": "crobim",
+            "architecture": ARCHITECTURE,
             "format_version": FORMAT_VERSION,
             "config": self.config.to_dict(),
             "weights": {
@@ -349,13 +348,19 @@ class CroBIM(nn.Module):
 
     @classmethod
     def from_pretrained(
-        cls, name_or_path: str | Path, revision: str | None = None
+        cls, folder: str | Path, document: dict[str, Any] | None = None, sha256: str | None = None
     ) -> tuple[CroBIM, Any]:
-        """Load a checkpoint folder or a Hugging Face repo id; returns ``(model, tokenizer)``.
+        """Load a local checkpoint folder; returns ``(model, tokenizer)``.
 
-        Hub ids are resolved through ``huggingface_hub`` (``HF_HUB_OFFLINE=1`` uses the local
-        cache only). The weights' sha256 is checked when ``config.json`` pins one, and loading
-        is strict: missing or unexpected keys are an error naming them.
+        A name or a hub id is resolved by :func:`rrsis_geo.models.registry.from_pretrained`,
+        which calls this with the folder it found. The weights' sha256 is checked when
+        ``config.json`` pins one, and loading is strict: missing or unexpected keys are an
+        error naming them.
+
+        Args:
+            folder: The checkpoint folder.
+            document: Its ``config.json``, when the caller read it already.
+            sha256: The weights' sha256, when the caller computed it already.
 
         Raises:
             InputError: Missing, corrupted or mismatched checkpoints.
@@ -363,8 +368,10 @@ class CroBIM(nn.Module):
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        folder = resolve_checkpoint(name_or_path, revision)
-        document = load_checkpoint_config(folder)
+        folder = Path(folder)
+        document = document if document is not None else read_checkpoint_config(folder)
+        if document["architecture"] != ARCHITECTURE:
+            raise InputError(f"{folder / CONFIG_FILE}: not a CroBIM checkpoint")
         try:
             config = CroBIMConfig.from_dict(document["config"])
         except (KeyError, TypeError, ValueError) as error:
@@ -377,7 +384,7 @@ class CroBIM(nn.Module):
                 "only: pickle files such as pytorch_model.bin are never unpickled)"
             )
         pinned = weights.get("sha256")
-        if pinned and file_sha256(weights_path) != pinned:
+        if pinned and (sha256 or file_sha256(weights_path)) != pinned:
             raise InputError(
                 f"{weights_path} does not match the sha256 pinned in {CONFIG_FILE} "
                 "(corrupted or replaced weights)"
@@ -411,6 +418,28 @@ class CroBIM(nn.Module):
         tokenizer = _load_checkpoint_tokenizer(folder, document, config)
         return model.eval(), tokenizer
 
+    @staticmethod
+    def config_from_dict(values: dict[str, Any]) -> CroBIMConfig:
+        """The config of a checkpoint's ``config.json`` ``config`` entry."""
+        return CroBIMConfig.from_dict(values)
+
+    @staticmethod
+    def summary(config: CroBIMConfig) -> dict[str, Any]:
+        """What inference reads from a config, and the encoders, for ``rrsis models``."""
+        return {
+            "bands": config.in_channels,
+            "normalization": config.normalization.to_dict(),
+            "gsd": config.gsd,
+            "tile_size": config.input_size,
+            "tile_overlap": config.tile_overlap,
+            "tile_margin": config.tile_margin,
+            "threshold": config.threshold,
+            "max_tokens": config.text.max_tokens,
+            "tokenizer": config.text.tokenizer or config.text.name,
+            "vision": config.vision.name,
+            "text": config.text.name,
+        }
+
 
 def _build_for_checkpoint(cls: type[CroBIM], config: CroBIMConfig, text: TextEncoder) -> CroBIM:
     """A model whose every weight but ``text``'s the checkpoint is about to overwrite.
@@ -439,115 +468,11 @@ def _build_for_checkpoint(cls: type[CroBIM], config: CroBIMConfig, text: TextEnc
     return model
 
 
-def export_checkpoint(
-    source: str | Path,
-    target: str | Path,
-    half: bool = True,
-    include_text_encoder: bool | None = None,
-    overwrite: bool = False,
-) -> Path:
-    """Re-save a checkpoint for shipping: float16 tensors, text encoder left to its source.
-
-    Args:
-        source: Checkpoint folder (or anything :func:`resolve_checkpoint` takes).
-        target: Folder to write; written beside under a temporary name, then renamed.
-        half: Store float16 tensors.
-        include_text_encoder: Keep the text encoder's weights; default: only when it was
-            fine-tuned (``config.text.trainable``).
-        overwrite: Replace an existing ``target``.
-
-    Raises:
-        InputError: The source is not a checkpoint, the target exists, or the text encoder was
-            fine-tuned and would be left out.
-    """
-    import shutil
-
-    from rrsis_geo.geo.writers import temporary_sibling
-
-    target = Path(target)
-    if target.exists() and not overwrite:
-        raise InputError(f"output exists: {target} (use --overwrite to replace it)")
-    model, tokenizer = CroBIM.from_pretrained(source)
-    trainable = model.config.text.trainable
-    if include_text_encoder is None:
-        include_text_encoder = trainable
-    if trainable and not include_text_encoder:
-        raise InputError(
-            "the text encoder of this checkpoint was fine-tuned: it cannot be left to its source"
-        )
-    staging = temporary_sibling(target, "")
-    try:
-        model.save_pretrained(staging, tokenizer, include_text_encoder, half)
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
-
-
 def _names(keys: list[str]) -> str:
     if not keys:
         return "none"
     shown = ", ".join(keys[:5])
     return f"{shown} (+{len(keys) - 5} more)" if len(keys) > 5 else shown
-
-
-def resolve_checkpoint(name_or_path: str | Path, revision: str | None = None) -> Path:
-    """A local checkpoint folder for a path, a shipped model's name or a hub repo id.
-
-    Raises:
-        InputError: With what to do when nothing is found.
-    """
-    path = Path(name_or_path)
-    if path.is_dir():
-        return path
-    name = str(name_or_path)
-    shipped = shipped_model(name)
-    if shipped is not None:
-        return shipped
-    if name in NAMED_CONFIGS:
-        raise InputError(
-            f"{name} is an architecture without released weights: train one "
-            "(rrsis train) or pass a checkpoint folder"
-        )
-    if path.exists() or name.startswith((".", "/")) or name.count("/") != 1:
-        raise InputError(f"model not found: {name} (not a checkpoint folder or a hub repo id)")
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
-
-    try:
-        return Path(
-            snapshot_download(
-                name,
-                revision=revision,
-                allow_patterns=[CONFIG_FILE, WEIGHTS_FILE, f"{TOKENIZER_DIR}/*"],
-            )
-        )
-    except LocalEntryNotFoundError:
-        offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
-        reason = "HF_HUB_OFFLINE is set and it is not cached" if offline else "hub unreachable"
-        raise InputError(f"model {name} not found locally ({reason})") from None
-    except (HfHubHTTPError, OSError, ValueError) as error:
-        raise InputError(f"model {name}: {str(error).splitlines()[0]}") from None
-
-
-def load_checkpoint_config(folder: Path) -> dict[str, Any]:
-    """The parsed ``config.json`` of a checkpoint folder, checked for architecture and version."""
-    config_path = folder / CONFIG_FILE
-    if not config_path.is_file():
-        raise InputError(f"{folder} is not a checkpoint: no {CONFIG_FILE}")
-    try:
-        document = json.loads(config_path.read_text())
-    except json.JSONDecodeError as error:
-        raise InputError(f"{config_path}: not valid JSON ({error})") from None
-    if not isinstance(document, dict) or document.get("architecture") != "crobim":
-        raise InputError(f"{config_path}: not a CroBIM checkpoint")
-    if document.get("format_version", 0) > FORMAT_VERSION:
-        raise InputError(
-            f"{config_path}: written by a newer rrsis_geo (format {document['format_version']})"
-        )
-    return document
 
 
 def _load_checkpoint_tokenizer(folder: Path, document: dict[str, Any], config: CroBIMConfig) -> Any:
@@ -557,53 +482,3 @@ def _load_checkpoint_tokenizer(folder: Path, document: dict[str, Any], config: C
     if tokenizer_dir.is_dir():
         return AutoTokenizer.from_pretrained(str(tokenizer_dir))
     return load_tokenizer(config.text)
-
-
-def describe(name_or_path: str, revision: str | None = None) -> dict[str, Any]:
-    """What a named config or a checkpoint declares, without building the model.
-
-    Returns:
-        ``name``, ``kind`` (``"config"`` or ``"checkpoint"``), the inference ``metadata``
-        (normalization, bands, ground resolution, tile size, threshold), the ``config`` and, for
-        checkpoints, the ``weights`` entry with ``sha256_ok`` (None when nothing is pinned).
-    """
-    if name_or_path in NAMED_CONFIGS:
-        config = named_config(name_or_path)
-        return {
-            "name": name_or_path,
-            "kind": "config",
-            "metadata": _metadata_dict(config),
-            "config": config.to_dict(),
-            "weights": None,
-        }
-    folder = resolve_checkpoint(name_or_path, revision)
-    document = load_checkpoint_config(folder)
-    config = CroBIMConfig.from_dict(document["config"])
-    weights = dict(document.get("weights", {}))
-    weights_path = folder / weights.get("file", WEIGHTS_FILE)
-    pinned = weights.get("sha256")
-    weights["sha256_ok"] = (
-        None if not pinned else weights_path.is_file() and file_sha256(weights_path) == pinned
-    )
-    return {
-        "name": config.name,
-        "kind": "checkpoint",
-        "path": str(folder),
-        "metadata": _metadata_dict(config),
-        "config": config.to_dict(),
-        "weights": weights,
-    }
-
-
-def _metadata_dict(config: CroBIMConfig) -> dict[str, Any]:
-    return {
-        "bands": config.in_channels,
-        "normalization": config.normalization.to_dict(),
-        "gsd": config.gsd,
-        "tile_size": config.input_size,
-        "tile_overlap": config.tile_overlap,
-        "tile_margin": config.tile_margin,
-        "threshold": config.threshold,
-        "max_tokens": config.text.max_tokens,
-        "tokenizer": config.text.tokenizer or config.text.name,
-    }

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from rrsis_geo.errors import InputError
-from rrsis_geo.nn.crobim import CroBIM, describe
+from rrsis_geo.models.registry import describe
+from rrsis_geo.nn.crobim import CroBIM
 from rrsis_geo.nn.encoders import load_tokenizer
 
 
@@ -94,18 +95,6 @@ def test_shape_mismatch_is_named(saved):
 def test_not_a_checkpoint(tmp_path):
     with pytest.raises(InputError, match="not a checkpoint"):
         CroBIM.from_pretrained(tmp_path)
-    with pytest.raises(InputError, match="architecture without released weights"):
-        CroBIM.from_pretrained("crobim-lite")
-
-
-def test_hub_ids_are_resolved_offline_from_the_cache_only(monkeypatch, tmp_path):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    import huggingface_hub.constants as constants
-
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    with pytest.raises(InputError, match="HF_HUB_OFFLINE"):
-        CroBIM.from_pretrained("someone/crobim-weights")
 
 
 def test_text_encoder_can_stay_in_its_package(tmp_path):
@@ -173,7 +162,7 @@ def test_paper_config_builds_offline_with_a_clear_warning():
 
 
 def test_export_halves_the_weights_and_keeps_the_logits(saved, tmp_path):
-    from rrsis_geo.nn.crobim import export_checkpoint
+    from rrsis_geo.models.registry import export_checkpoint
 
     model, folder = saved
     # The tiny text encoder is trainable (fine-tuned), so export keeps it by default and
