@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from rrsis_geo.data.readers import open_dataset
 from rrsis_geo.data.synth import chip_world
-from rrsis_geo.nn.crobim import CroBIM
+from rrsis_geo.models.registry import from_pretrained
 from rrsis_geo.training.dataset import prepare_image
 
 MIRROR = {"left": "right", "right": "left", "top": "bottom", "bottom": "top"}
@@ -34,7 +34,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("data/synth"))
     parser.add_argument("--split", default="val")
     args = parser.parse_args()
-    model, tokenizer = CroBIM.from_pretrained(args.checkpoint)
+    loaded = from_pretrained(args.checkpoint)
+    model, tokenizer = loaded.model, loaded.tokenizer
     model.eval()
     records = {
         row["sample_id"]: row

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from rrsis_geo.data.readers import open_dataset
-from rrsis_geo.nn.crobim import CroBIM
+from rrsis_geo.models.registry import from_pretrained
 from rrsis_geo.nn.selection import fading, referent_candidates
 from rrsis_geo.training.dataset import prepare_image, prepare_mask
 from rrsis_geo.training.metrics import RunningMetrics
@@ -40,7 +40,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     args = parser.parse_args()
     values = [HARD if v == "hard" else float(v) for v in args.sharpness.split(",")]
-    model, tokenizer = CroBIM.from_pretrained(args.checkpoint)
+    loaded = from_pretrained(args.checkpoint)
+    model, tokenizer = loaded.model, loaded.tokenizer
     if model.selector is None:
         parser.error(f"{args.checkpoint} has no object selection")
     kinds = json.loads((args.data / f"expression_kinds_{args.split}.json").read_text())

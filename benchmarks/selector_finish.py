@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from rrsis_geo.nn.crobim import CroBIM
+from rrsis_geo.models.registry import from_pretrained
 from rrsis_geo.training.config import load_config
 from rrsis_geo.training.selection import finish_selector
 from rrsis_geo.training.trainer import training_items
@@ -45,7 +45,8 @@ def main() -> None:
     config = load_config(args.config, overrides)
     if config.selector_finish.images < 1:
         parser.error("give --images (the config's selector_finish.images is 0)")
-    model, tokenizer = CroBIM.from_pretrained(args.checkpoint)
+    loaded = from_pretrained(args.checkpoint)
+    model, tokenizer = loaded.model, loaded.tokenizer
     if model.selector is None:
         parser.error(f"{args.checkpoint} has no object selection")
     if args.switch:
