@@ -7,7 +7,7 @@ other for it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from rrsis_geo.geo.normalization import NormalizationSpec
@@ -48,3 +48,31 @@ class ModelMetadata:
     vocabulary: tuple[str, ...] = ()
     category_areas_m2: dict[str, tuple[float, float]] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The checkpoint's ``pretrained`` block (JSON-ready; the weights' hash is not in it)."""
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "sha256"}
+        normalization = self.normalization
+        values["normalization"] = None if normalization is None else normalization.to_dict()
+        values["vocabulary"] = list(self.vocabulary)
+        values["category_areas_m2"] = {k: list(v) for k, v in self.category_areas_m2.items()}
+        return values
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], sha256: str | None = None) -> ModelMetadata:
+        """Inverse of :meth:`to_dict`; unknown keys are an error that names them.
+
+        Raises:
+            ValueError: For unknown keys.
+        """
+        known = {f.name for f in fields(cls)} - {"sha256"}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown pretrained config keys: {', '.join(unknown)}")
+        data = dict(values)
+        if data.get("normalization") is not None:
+            data["normalization"] = NormalizationSpec.from_dict(data["normalization"])
+        data["vocabulary"] = tuple(data.get("vocabulary", ()))
+        areas = data.get("category_areas_m2", {})
+        data["category_areas_m2"] = {k: (float(v[0]), float(v[1])) for k, v in areas.items()}
+        return replace(cls(**data), sha256=sha256)

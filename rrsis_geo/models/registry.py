@@ -26,6 +26,7 @@ from rrsis_geo.checkpoints import WEIGHTS_FILE, file_sha256, read_checkpoint_con
 from rrsis_geo.errors import InputError
 from rrsis_geo.models import DEFAULT_MODEL, SHIPPED_MODELS, shipped_model_names
 from rrsis_geo.models.hub import ResolvedCheckpoint, open_checkpoint, resolve_checkpoint
+from rrsis_geo.pretrained import ModelMetadata
 
 __all__ = [
     "ARCHITECTURES",
@@ -146,6 +147,27 @@ class LoadedModel:
     checkpoint: ResolvedCheckpoint
     architecture: Architecture
 
+    @property
+    def metadata(self) -> ModelMetadata:
+        """Its pretrained config, with its weights' sha256: what the scene pipeline reads.
+
+        From the checkpoint's ``pretrained`` block; a checkpoint written before there was one
+        gives its family's config's (``model.config.metadata()``).
+
+        Raises:
+            InputError: An invalid ``pretrained`` block.
+        """
+        block = self.checkpoint.document.get("pretrained")
+        sha256 = self.checkpoint.sha256
+        if block is None:
+            metadata: ModelMetadata = self.model.config.metadata(sha256)
+            return metadata
+        try:
+            return ModelMetadata.from_dict(block, sha256)
+        except (TypeError, ValueError) as error:
+            where = self.checkpoint.folder / "config.json"
+            raise InputError(f"{where}: invalid pretrained block ({error})") from None
+
 
 def from_pretrained(name_or_path: str | Path, revision: str | None = None) -> LoadedModel:
     """Load a trained model: a shipped name, a checkpoint folder or a hub repo id.
@@ -206,6 +228,7 @@ def describe(name_or_path: str, revision: str | None = None) -> dict[str, Any]:
         "architecture": entry.name,
         "path": str(folder),
         "metadata": entry.model_class().summary(config),
+        "pretrained": document.get("pretrained"),
         "config": config.to_dict(),
         "weights": weights,
     }

@@ -334,6 +334,9 @@ class CroBIM(nn.Module):
             "architecture": ARCHITECTURE,
             "format_version": FORMAT_VERSION,
             "config": self.config.to_dict(),
+            # What the scene pipeline reads (normalization, bands, tile size, threshold...):
+            # its own block, whatever the family.
+            "pretrained": self.config.metadata().to_dict(),
             "weights": {
                 "file": WEIGHTS_FILE,
                 "sha256": sha256,

@@ -66,3 +66,26 @@ def test_list_models_reads_every_architecture():
 def test_an_architecture_registers_once():
     with pytest.raises(ValueError, match="registered already"):
         register(Architecture("crobim", "again", "x:y", "x:z"))
+
+
+def test_the_pretrained_block_is_what_the_pipeline_reads(tiny_config, tmp_path):
+    from rrsis_geo.inference.predictor import CroBIMPredictor
+    from rrsis_geo.nn.encoders import load_tokenizer
+    from rrsis_geo.pretrained import ModelMetadata
+
+    folder = CroBIM(tiny_config).save_pretrained(
+        tmp_path / "ckpt", load_tokenizer(tiny_config.text)
+    )
+    document = json.loads((folder / "config.json").read_text())
+    assert document["pretrained"] == json.loads(json.dumps(tiny_config.metadata().to_dict()))
+    loaded = from_pretrained(folder)
+    assert loaded.metadata == tiny_config.metadata(loaded.checkpoint.sha256)
+    assert ModelMetadata.from_dict(document["pretrained"]) == tiny_config.metadata()
+
+    document["pretrained"]["threshold"] = 0.35  # the block, not the architecture, decides
+    (folder / "config.json").write_text(json.dumps(document))
+    assert CroBIMPredictor.from_pretrained(folder, device="cpu").metadata.threshold == 0.35
+    document["pretrained"]["colour"] = "red"
+    (folder / "config.json").write_text(json.dumps(document))
+    with pytest.raises(InputError, match=r"invalid pretrained block .*colour"):
+        _ = from_pretrained(folder).metadata
