@@ -21,7 +21,7 @@ import os
 import platform
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,16 +32,12 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from rrsis_geo.errors import InputError
-from rrsis_geo.geo.normalization import NormalizationSpec
 from rrsis_geo.geo.writers import atomic_output
-from rrsis_geo.nn.config import CroBIMConfig, area_ranges, named_config
 from rrsis_geo.nn.crobim import CroBIM
-from rrsis_geo.nn.encoders import load_tokenizer
-from rrsis_geo.nn.losses import segmentation_loss
-from rrsis_geo.nn.selection import selection_loss
 from rrsis_geo.training.config import TrainConfig
 from rrsis_geo.training.dataset import ImageGroups, TrainingSamples, collate, collate_groups
 from rrsis_geo.training.selection import finish_selector
+from rrsis_geo.training.tasks import task_for
 
 __all__ = ["Distributed", "build_model_config", "train", "training_items"]
 
@@ -98,50 +94,12 @@ class Distributed:
             dist.barrier()
 
 
-def build_model_config(config: TrainConfig) -> CroBIMConfig:
-    """The named architecture with ``model_overrides`` applied (nested for vision and text)."""
-    try:
-        model_config = named_config(config.model)
-    except KeyError as error:
-        raise InputError(str(error.args[0])) from None
-    overrides = dict(config.model_overrides)
-    for key in ("vision", "text"):
-        if key in overrides:
-            setattr(model_config, key, replace(getattr(model_config, key), **overrides.pop(key)))
-    known = set(CroBIMConfig.__dataclass_fields__)
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-        raise InputError(f"unknown model_overrides: {', '.join(unknown)}")
-    if "normalization" in overrides:
-        overrides["normalization"] = NormalizationSpec.from_dict(overrides["normalization"])
-    if "category_areas_m2" in overrides:
-        overrides["category_areas_m2"] = area_ranges(overrides["category_areas_m2"])
-    for key, value in overrides.items():
-        setattr(model_config, key, tuple(value) if isinstance(value, list) else value)
-    model_config.name = config.name
-    return model_config
+def build_model_config(config: TrainConfig) -> Any:
+    """The recipe's model config: its named config with ``model_overrides`` applied."""
+    return task_for(config).model_config(config)
 
 
-def _parameter_groups(model: CroBIM, config: TrainConfig) -> list[dict[str, Any]]:
-    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
-    for name, parameter in model.named_parameters():
-        if not parameter.requires_grad:
-            continue
-        encoder = name.startswith(("vision.", "text."))
-        decay = parameter.ndim > 1
-        groups.setdefault((encoder, decay), []).append(parameter)
-    return [
-        {
-            "params": params,
-            "lr": config.optim.lr_encoder if encoder else config.optim.lr_new,
-            "weight_decay": config.optim.weight_decay if decay else 0.0,
-            "name": ("encoder" if encoder else "new") + ("" if decay else "_no_decay"),
-        }
-        for (encoder, decay), params in sorted(groups.items())
-    ]
-
-
-def training_items(config: TrainConfig, model_config: CroBIMConfig, tokenizer: Any) -> Any:
+def training_items(config: TrainConfig, model_config: Any, tokenizer: Any) -> Any:
     """The training split as the run's items: samples, or images with all their expressions.
 
     Returns:
@@ -189,9 +147,10 @@ def train(config: TrainConfig, resume: bool = False, stop_after_steps: int | Non
     if not resume and (run_dir / "checkpoints").exists():
         raise InputError(f"run {run_dir} exists: use --resume, or another name")
     torch.manual_seed(config.seed)
-    model_config = build_model_config(config)
-    model = CroBIM(model_config).to(device)
-    tokenizer = load_tokenizer(model_config.text)
+    task = task_for(config)
+    model_config = task.model_config(config)
+    model: Any = task.build(model_config).to(device)
+    tokenizer = task.tokenizer(model_config)
     items = training_items(config, model_config, tokenizer)
     val_samples = _open_split(config, config.data.val_split)
     sampler: DistributedSampler[Any] = DistributedSampler(
@@ -221,7 +180,7 @@ def train(config: TrainConfig, resume: bool = False, stop_after_steps: int | Non
             f"({config.batch_size} x {accumulation} x {env.world_size} processes)"
         )
     total_steps = config.max_steps or config.epochs * steps_per_epoch
-    optimizer = torch.optim.AdamW(_parameter_groups(model, config))
+    optimizer = torch.optim.AdamW(task.parameter_groups(model, config))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, config.optim.lr_factor(total_steps))
     use_amp = device.type == "cuda" and config.amp in ("bf16", "fp16")
     amp_dtype = torch.bfloat16 if config.amp == "bf16" else torch.float16
@@ -261,33 +220,7 @@ def train(config: TrainConfig, resume: bool = False, stop_after_steps: int | Non
                 network.no_sync() if env.world_size > 1 and not sync else contextlib.nullcontext()
             )
             with context, torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                output = network(
-                    batch["image"],
-                    batch["input_ids"],
-                    batch["attention_mask"],
-                    image_index=batch.get("image_index"),
-                )
-                mask_logits = (
-                    output.unselected_logits
-                    if output.unselected_logits is not None
-                    else output.mask_logits
-                )
-                loss = segmentation_loss(
-                    mask_logits.float(),
-                    batch["mask"],
-                    output.presence_logits.float(),
-                    batch["present"],
-                    config.loss.get("bce", 1.0),
-                    config.loss.get("dice", 1.0),
-                    config.loss.get("presence", 0.5),
-                )
-                if output.candidates is not None and output.candidate_scores is not None:
-                    loss = loss + config.loss.get("selection", 1.0) * selection_loss(
-                        output.candidate_scores,
-                        output.candidates,
-                        batch["mask"],
-                        batch["present"],
-                    )
+                loss = task.loss(network, batch, config)
                 scaler.scale(loss / accumulation).backward()
             running_loss += float(loss.detach()) / accumulation
             micro += 1
@@ -341,7 +274,7 @@ def train(config: TrainConfig, resume: bool = False, stop_after_steps: int | Non
         bar.close()
     if (
         config.selector_finish.images > 0
-        and model.selector is not None
+        and getattr(model, "selector", None) is not None
         and state["step"] >= total_steps
         and not state.get("selector_finished", False)
     ):
@@ -485,7 +418,7 @@ class _RunLogs:
         self._started = time.perf_counter()
         self._samples_at_start: int | None = None
 
-    def start(self, model_config: CroBIMConfig) -> None:
+    def start(self, model_config: Any) -> None:
         (self.run_dir / "config.yaml").write_text(yaml.safe_dump(self.config.to_dict()))
         environment = {
             "command": sys.argv,
