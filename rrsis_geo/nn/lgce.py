@@ -145,6 +145,8 @@ class PixelWordAttention(nn.Module):
         # LAVT instance-normalises the queries and the attended values over the pixels.
         query = _instance_norm(self.query(pixels))
         query = query.reshape(batch, count, heads, dim // heads).transpose(1, 2)
+        # Padding words are zeroed as well as masked (as LAVT does): a sentence of padding
+        # alone then attends to nothing rather than to the mean of its padding.
         keep = mask.to(words.dtype).unsqueeze(-1)
         key = (self.key(words) * keep).reshape(batch, -1, heads, dim // heads).transpose(1, 2)
         value = (self.value(words) * keep).reshape(batch, -1, heads, dim // heads).transpose(1, 2)
