@@ -395,6 +395,9 @@ class LGCE(nn.Module):
             "architecture": ARCHITECTURE,
             "format_version": FORMAT_VERSION,
             "config": self.config.to_dict(),
+            # What the scene pipeline reads (normalization, bands, tile size, threshold...):
+            # its own block, whatever the family.
+            "pretrained": self.config.metadata().to_dict(),
             "weights": {
                 "file": WEIGHTS_FILE,
                 "sha256": file_sha256(folder / WEIGHTS_FILE),

@@ -127,6 +127,7 @@ def test_round_trip_gives_identical_logits(tiny_lgce_config, tokenizer, tmp_path
     document = json.loads((folder / "config.json").read_text())
     assert document["architecture"] == "lgce"
     assert LGCE.config_from_dict(document["config"]) == tiny_lgce_config
+    assert document["pretrained"]["tile_size"] == SIZE
     loaded, loaded_tokenizer = LGCE.from_pretrained(folder)
     inputs = (_images(), *_tokens(loaded_tokenizer, 12))
     with torch.no_grad():
