@@ -114,7 +114,8 @@ def load_model(spec: str, device: str = "auto") -> SegmentationModel:
 
     Args:
         spec: The name of a model shipped in ``models/`` (e.g. ``crobim-lite-synth``), a
-            CroBIM checkpoint folder or Hugging Face repo id (optionally ``ID@REVISION``),
+            checkpoint folder of any registered family or Hugging Face repo id
+            (optionally ``ID@REVISION``),
             or ``python:PACKAGE.MODULE:FACTORY`` / ``python:path/to/file.py:FACTORY``: FACTORY
             is called (with ``device=`` when it takes that argument) and must return an object
             that follows :class:`SegmentationModel`.
@@ -126,12 +127,12 @@ def load_model(spec: str, device: str = "auto") -> SegmentationModel:
     with _collector_paused():
         if spec.startswith(PYTHON_PREFIX):
             return _load_python_model(spec[len(PYTHON_PREFIX) :], device)
-        from rrsis_geo.inference.predictor import CroBIMPredictor
+        from rrsis_geo.inference.predictor import load_predictor
 
         name, revision = spec, None
         if "@" in spec and not Path(spec).exists():
             name, _, revision = spec.partition("@")
-        return CroBIMPredictor.from_pretrained(name, device, revision or None)
+        return load_predictor(name, device, revision or None)
 
 
 @contextlib.contextmanager

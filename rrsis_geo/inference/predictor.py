@@ -21,7 +21,7 @@ from rrsis_geo.inference.model import ModelMetadata, TilePrediction
 from rrsis_geo.inference.torch_model import resolve_device
 from rrsis_geo.nn.crobim import CroBIM, TextState
 
-__all__ = ["CroBIMPredictor", "EveryInstance", "tokenize"]
+__all__ = ["CroBIMPredictor", "EveryInstance", "ForwardPredictor", "load_predictor", "tokenize"]
 
 
 @dataclass(frozen=True)
@@ -152,3 +152,81 @@ class CroBIMPredictor:
         presence = output.presence_logits.float().sigmoid().cpu().numpy()
         rows = [slice(k * count, (k + 1) * count) for k in range(len(texts))]
         return [TilePrediction(probabilities[r], presence[r]) for r in rows]
+
+
+class ForwardPredictor:
+    """Any registered family behind the pipeline's protocol, through its plain forward.
+
+    The expression is tokenized once (:meth:`encode_expression`); each batch of tiles runs
+    ``model(images, input_ids, attention_mask)`` with the ids repeated, resized to the
+    model's input size and back. Families without a presence head give no presence.
+
+    Args:
+        model: The network (its forward returns ``mask_logits`` and ``presence_logits``,
+            the latter possibly None).
+        tokenizer: Its tokenizer.
+        metadata: Its pretrained config (normalization, tile size, threshold...).
+        max_tokens: Tokens per expression, padding included.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``...
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        metadata: ModelMetadata,
+        max_tokens: int,
+        device: str = "auto",
+    ) -> None:
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self.tokenizer, self.metadata, self.max_tokens = tokenizer, metadata, max_tokens
+        self.expressions_encoded = 0
+
+    def encode_expression(self, expression: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token ids and attention mask ``(1, T)``, once per run."""
+        self.expressions_encoded += 1
+        return tokenize(self.tokenizer, [expression], self.max_tokens, self.device)
+
+    def predict(
+        self, tiles: np.ndarray, encoded: tuple[torch.Tensor, torch.Tensor]
+    ) -> TilePrediction:
+        """Probabilities ``(B, H, W)`` (and presence ``(B,)`` when the model has it)."""
+        batch = torch.from_numpy(np.ascontiguousarray(tiles)).to(self.device)
+        size, (height, width) = self.metadata.tile_size, batch.shape[-2:]
+        if (height, width) != (size, size):
+            batch = F.interpolate(batch, size=(size, size), mode="bilinear", align_corners=False)
+        input_ids, mask = (part.expand(len(tiles), -1) for part in encoded)
+        with (
+            torch.inference_mode(),
+            torch.autocast(self.device.type, enabled=self.device.type == "cuda"),
+        ):
+            output = self.model(batch, input_ids, mask)
+        logits = output.mask_logits.float().unsqueeze(1)
+        if (height, width) != (size, size):
+            logits = F.interpolate(
+                logits, size=(height, width), mode="bilinear", align_corners=False
+            )
+        presence = getattr(output, "presence_logits", None)
+        return TilePrediction(
+            logits[:, 0].sigmoid().cpu().numpy(),
+            None if presence is None else presence.float().sigmoid().cpu().numpy(),
+        )
+
+
+def load_predictor(
+    name_or_path: str | Path, device: str = "auto", revision: str | None = None
+) -> CroBIMPredictor | ForwardPredictor:
+    """A trained model of any registered family, ready for the scene pipeline.
+
+    CroBIM gets its own predictor (its text pass once per scene, every instance before object
+    selection, several sentences per forward); every other family a :class:`ForwardPredictor`.
+    """
+    from rrsis_geo.models.registry import from_pretrained
+
+    loaded = from_pretrained(name_or_path, revision)
+    model, tokenizer, metadata = loaded.model, loaded.tokenizer, loaded.metadata
+    if isinstance(model, CroBIM):
+        return CroBIMPredictor(model, tokenizer, device, metadata.sha256, metadata)
+    max_tokens = int(loaded.architecture.model_class().summary(model.config)["max_tokens"])
+    return ForwardPredictor(model, tokenizer, metadata, max_tokens, device)
