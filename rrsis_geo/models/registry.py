@@ -94,6 +94,15 @@ register(
         configs="rrsis_geo.nn.config:NAMED_CONFIGS",
     )
 )
+register(
+    Architecture(
+        name="lgce",
+        summary="LGCE (the RefSegRS baseline): LAVT-style Swin with pixel-word attention per "
+        "stage and language-guided cross-scale enhancement, BERT text encoder",
+        model="rrsis_geo.nn.lgce:LGCE",
+        configs="rrsis_geo.nn.lgce_config:NAMED_CONFIGS",
+    )
+)
 
 
 def architecture(name: str) -> Architecture:

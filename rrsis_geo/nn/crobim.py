@@ -21,7 +21,6 @@ finds one by name, folder or hub id; :meth:`CroBIM.from_pretrained` loads a loca
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,17 +30,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rrsis_geo.checkpoints import (
-    CONFIG_FILE,
-    FORMAT_VERSION,
-    TOKENIZER_DIR,
-    WEIGHTS_FILE,
-    file_sha256,
-    read_checkpoint_config,
-)
+from rrsis_geo.checkpoints import CONFIG_FILE, read_checkpoint_config
 from rrsis_geo.errors import InputError
-from rrsis_geo.geo.writers import atomic_output
 from rrsis_geo.nn.capm import CAPM, append_prompts
+from rrsis_geo.nn.checkpointing import (
+    TEXT_PREFIX,
+    checkpoint_tokenizer,
+    load_strictly,
+    save_checkpoint,
+    weights_of,
+)
 from rrsis_geo.nn.config import CroBIMConfig, named_config
 from rrsis_geo.nn.encoders import TextEncoder, VisionEncoder, load_tokenizer
 from rrsis_geo.nn.heads import MaskHead, PresenceHead, SentenceQuery
@@ -53,7 +51,6 @@ __all__ = ["ARCHITECTURE", "CroBIM", "CroBIMOutput", "TextState"]
 
 ARCHITECTURE = "crobim"
 """The ``architecture`` of CroBIM checkpoints (the registry dispatches on it)."""
-TEXT_PREFIX = "text."
 
 
 @dataclass
@@ -314,40 +311,8 @@ class CroBIM(nn.Module):
         Returns:
             The folder.
         """
-        from safetensors.torch import save_file
-
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        state = {
-            k: v.detach().contiguous().cpu()
-            for k, v in self.state_dict().items()
-            if include_text_encoder or not k.startswith(TEXT_PREFIX)
-        }
-        if half:
-            state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
-        with atomic_output(folder / WEIGHTS_FILE, overwrite=True) as temporary:
-            save_file(state, str(temporary), metadata={"format": "pt"})
-        sha256 = file_sha256(folder / WEIGHTS_FILE)
         tokenizer = tokenizer if tokenizer is not None else load_tokenizer(self.config.text)
-        tokenizer.save_pretrained(str(folder / TOKENIZER_DIR))
-        document = {
-            "architecture": ARCHITECTURE,
-            "format_version": FORMAT_VERSION,
-            "config": self.config.to_dict(),
-            # What the scene pipeline reads (normalization, bands, tile size, threshold...):
-            # its own block, whatever the family.
-            "pretrained": self.config.metadata().to_dict(),
-            "weights": {
-                "file": WEIGHTS_FILE,
-                "sha256": sha256,
-                "text_encoder": "included" if include_text_encoder else "from_source",
-                "dtype": "float16" if half else "float32",
-            },
-            "tokenizer": TOKENIZER_DIR,
-        }
-        with atomic_output(folder / CONFIG_FILE, overwrite=True) as temporary:
-            temporary.write_text(json.dumps(document, indent=2) + "\n")
-        return folder
+        return save_checkpoint(self, folder, ARCHITECTURE, tokenizer, include_text_encoder, half)
 
     @classmethod
     def from_pretrained(
@@ -368,9 +333,6 @@ class CroBIM(nn.Module):
         Raises:
             InputError: Missing, corrupted or mismatched checkpoints.
         """
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
         folder = Path(folder)
         document = document if document is not None else read_checkpoint_config(folder)
         if document["architecture"] != ARCHITECTURE:
@@ -379,47 +341,14 @@ class CroBIM(nn.Module):
             config = CroBIMConfig.from_dict(document["config"])
         except (KeyError, TypeError, ValueError) as error:
             raise InputError(f"{folder / CONFIG_FILE}: invalid config ({error})") from None
-        weights = document.get("weights", {})
-        weights_path = folder / weights.get("file", WEIGHTS_FILE)
-        if not weights_path.is_file():
-            raise InputError(
-                f"checkpoint {folder} has no {weights_path.name} (weights load from safetensors "
-                "only: pickle files such as pytorch_model.bin are never unpickled)"
-            )
-        pinned = weights.get("sha256")
-        if pinned and (sha256 or file_sha256(weights_path)) != pinned:
-            raise InputError(
-                f"{weights_path} does not match the sha256 pinned in {CONFIG_FILE} "
-                "(corrupted or replaced weights)"
-            )
-        text_from_source = weights.get("text_encoder") == "from_source"
+        weights_path = weights_of(folder, document, sha256)
+        text_from_source = document.get("weights", {}).get("text_encoder") == "from_source"
         # Inference never falls back to random weights: a missing source is an error. Built
         # once, before the rest: a random text encoder that the source's replaces costs seconds.
         text = TextEncoder(config.text, pretrained=text_from_source, allow_random=False)
         model = _build_for_checkpoint(cls, config, text)
-        try:
-            state = load_file(str(weights_path))
-        except (SafetensorError, OSError) as error:
-            raise InputError(f"{weights_path}: not readable safetensors ({error})") from None
-        expected = {
-            k for k in model.state_dict() if not (text_from_source and k.startswith(TEXT_PREFIX))
-        }
-        missing = sorted(expected - set(state))
-        unexpected = sorted(set(state) - expected)
-        if missing or unexpected:
-            raise InputError(
-                f"{weights_path} does not fit a {config.name} model: "
-                f"missing {_names(missing)}; unexpected {_names(unexpected)}"
-            )
-        try:
-            model.load_state_dict(state, strict=False)
-        except RuntimeError as error:
-            lines = [line.strip() for line in str(error).splitlines() if "size mismatch" in line]
-            more = f" (and {len(lines) - 1} more)" if len(lines) > 1 else ""
-            first = lines[0].rstrip(".") if lines else str(error).splitlines()[0]
-            raise InputError(f"{weights_path} does not fit {CONFIG_FILE}: {first}{more}") from None
-        tokenizer = _load_checkpoint_tokenizer(folder, document, config)
-        return model.eval(), tokenizer
+        load_strictly(model, weights_path, config.name, skip_text=text_from_source)
+        return model.eval(), checkpoint_tokenizer(folder, document, config.text)
 
     @staticmethod
     def config_from_dict(values: dict[str, Any]) -> CroBIMConfig:
@@ -469,19 +398,3 @@ def _build_for_checkpoint(cls: type[CroBIM], config: CroBIMConfig, text: TextEnc
     if any(t.is_meta for t in model.state_dict().values()):  # held by the model itself
         return cls(config, pretrained=False, text=text)
     return model
-
-
-def _names(keys: list[str]) -> str:
-    if not keys:
-        return "none"
-    shown = ", ".join(keys[:5])
-    return f"{shown} (+{len(keys) - 5} more)" if len(keys) > 5 else shown
-
-
-def _load_checkpoint_tokenizer(folder: Path, document: dict[str, Any], config: CroBIMConfig) -> Any:
-    from transformers import AutoTokenizer
-
-    tokenizer_dir = folder / document.get("tokenizer", TOKENIZER_DIR)
-    if tokenizer_dir.is_dir():
-        return AutoTokenizer.from_pretrained(str(tokenizer_dir))
-    return load_tokenizer(config.text)

@@ -42,7 +42,6 @@ Our choices (the paper text leaves them open or we depart on purpose):
 
 from __future__ import annotations
 
-import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,16 +51,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rrsis_geo.checkpoints import (
-    CONFIG_FILE,
-    FORMAT_VERSION,
-    TOKENIZER_DIR,
-    WEIGHTS_FILE,
-    file_sha256,
-    read_checkpoint_config,
-)
+from rrsis_geo.checkpoints import CONFIG_FILE, read_checkpoint_config
 from rrsis_geo.errors import InputError
-from rrsis_geo.geo.writers import atomic_output
+from rrsis_geo.nn.checkpointing import (
+    checkpoint_tokenizer,
+    load_strictly,
+    save_checkpoint,
+    weights_of,
+)
 from rrsis_geo.nn.crobim import TextState
 from rrsis_geo.nn.encoders import RandomInitWarning, TextEncoder, load_tokenizer
 from rrsis_geo.nn.lgce_config import LGCEConfig, SwinConfig, named_config
@@ -109,9 +106,10 @@ class SwinStages(nn.Module):
                 stacklevel=2,
             )
             swin = timm.create_model(config.name, num_classes=0, **config.kwargs)
-        self.patch_embed = swin.patch_embed
-        self.stages = swin.layers
-        self.channels: list[int] = [int(info["num_chs"]) for info in swin.feature_info]
+        parts: Any = swin  # timm's Swin: patch_embed, layers (the 4 stages), feature_info
+        self.patch_embed: nn.Module = parts.patch_embed
+        self.stages = nn.ModuleList(parts.layers)
+        self.channels: list[int] = [int(info["num_chs"]) for info in parts.feature_info]
         if len(self.stages) != 4:
             raise ValueError(f"{config.name}: LGCE needs a 4-stage Swin, not {len(self.stages)}")
 
@@ -376,39 +374,8 @@ class LGCE(nn.Module):
         Returns:
             The folder.
         """
-        from safetensors.torch import save_file
-
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        state = {
-            k: v.detach().contiguous().cpu()
-            for k, v in self.state_dict().items()
-            if include_text_encoder or not k.startswith(TEXT_PREFIX)
-        }
-        if half:
-            state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
-        with atomic_output(folder / WEIGHTS_FILE, overwrite=True) as temporary:
-            save_file(state, str(temporary), metadata={"format": "pt"})
         tokenizer = tokenizer if tokenizer is not None else load_tokenizer(self.config.text)
-        tokenizer.save_pretrained(str(folder / TOKENIZER_DIR))
-        document = {
-            "architecture": ARCHITECTURE,
-            "format_version": FORMAT_VERSION,
-            "config": self.config.to_dict(),
-            # What the scene pipeline reads (normalization, bands, tile size, threshold...):
-            # its own block, whatever the family.
-            "pretrained": self.config.metadata().to_dict(),
-            "weights": {
-                "file": WEIGHTS_FILE,
-                "sha256": file_sha256(folder / WEIGHTS_FILE),
-                "text_encoder": "included" if include_text_encoder else "from_source",
-                "dtype": "float16" if half else "float32",
-            },
-            "tokenizer": TOKENIZER_DIR,
-        }
-        with atomic_output(folder / CONFIG_FILE, overwrite=True) as temporary:
-            temporary.write_text(json.dumps(document, indent=2) + "\n")
-        return folder
+        return save_checkpoint(self, folder, ARCHITECTURE, tokenizer, include_text_encoder, half)
 
     @classmethod
     def from_pretrained(
@@ -435,21 +402,13 @@ class LGCE(nn.Module):
             config = LGCEConfig.from_dict(document["config"])
         except (KeyError, TypeError, ValueError) as error:
             raise InputError(f"{folder / CONFIG_FILE}: invalid config ({error})") from None
-        weights = document.get("weights", {})
-        weights_path = _verified_weights(folder, weights, sha256)
-        text_from_source = weights.get("text_encoder") == "from_source"
+        weights_path = weights_of(folder, document, sha256)
+        text_from_source = document.get("weights", {}).get("text_encoder") == "from_source"
         # Inference never falls back to random weights: a missing text source is an error.
         text = TextEncoder(config.text, pretrained=text_from_source, allow_random=False)
         model = cls(config, pretrained=False, text=text)
-        _load_strictly(model, weights_path, skip_text=text_from_source)
-        tokenizer_dir = folder / document.get("tokenizer", TOKENIZER_DIR)
-        if tokenizer_dir.is_dir():
-            from transformers import AutoTokenizer
-
-            tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
-        else:
-            tokenizer = load_tokenizer(config.text)
-        return model.eval(), tokenizer
+        load_strictly(model, weights_path, config.name, skip_text=text_from_source)
+        return model.eval(), checkpoint_tokenizer(folder, document, config.text)
 
     @staticmethod
     def config_from_dict(values: dict[str, Any]) -> LGCEConfig:
@@ -472,56 +431,3 @@ class LGCE(nn.Module):
             "vision": config.vision.name,
             "text": config.text.name,
         }
-
-
-def _verified_weights(folder: Path, weights: dict[str, Any], sha256: str | None) -> Path:
-    """The checkpoint's safetensors file, present and matching the pinned sha256."""
-    weights_path = folder / weights.get("file", WEIGHTS_FILE)
-    if not weights_path.is_file():
-        raise InputError(
-            f"checkpoint {folder} has no {weights_path.name} (weights load from safetensors "
-            "only: pickle files such as pytorch_model.bin are never unpickled)"
-        )
-    pinned = weights.get("sha256")
-    if pinned and (sha256 or file_sha256(weights_path)) != pinned:
-        raise InputError(
-            f"{weights_path} does not match the sha256 pinned in {CONFIG_FILE} "
-            "(corrupted or replaced weights)"
-        )
-    return weights_path
-
-
-def _load_strictly(model: LGCE, weights_path: Path, skip_text: bool) -> None:
-    """Fill ``model`` from the file; every key must match (the text encoder's when not skipped).
-
-    Raises:
-        InputError: Unreadable file, missing or unexpected keys (named), or a shape mismatch.
-    """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    try:
-        state = load_file(str(weights_path))
-    except (SafetensorError, OSError) as error:
-        raise InputError(f"{weights_path}: not readable safetensors ({error})") from None
-    expected = {k for k in model.state_dict() if not (skip_text and k.startswith(TEXT_PREFIX))}
-    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
-    if missing or unexpected:
-        raise InputError(
-            f"{weights_path} does not fit a {model.config.name} model: "
-            f"missing {_names(missing)}; unexpected {_names(unexpected)}"
-        )
-    try:
-        model.load_state_dict(state, strict=False)
-    except RuntimeError as error:
-        lines = [line.strip() for line in str(error).splitlines() if "size mismatch" in line]
-        first = lines[0].rstrip(".") if lines else str(error).splitlines()[0]
-        more = f" (and {len(lines) - 1} more)" if len(lines) > 1 else ""
-        raise InputError(f"{weights_path} does not fit {CONFIG_FILE}: {first}{more}") from None
-
-
-def _names(keys: list[str]) -> str:
-    if not keys:
-        return "none"
-    shown = ", ".join(keys[:5])
-    return f"{shown} (+{len(keys) - 5} more)" if len(keys) > 5 else shown

@@ -19,7 +19,7 @@ from rrsis_geo.errors import InputError
 from rrsis_geo.geo.normalization import NormalizationSpec
 from rrsis_geo.training.config import TrainConfig
 
-__all__ = ["TASKS", "CroBIMTask", "TrainingTask", "task_for"]
+__all__ = ["TASKS", "ReferringSegmentationTask", "TrainingTask", "task_for"]
 
 
 class TrainingTask(Protocol):
@@ -46,23 +46,36 @@ class TrainingTask(Protocol):
         ...
 
 
-class CroBIMTask:
-    """CroBIM: segmentation, presence and (with object selection) selection losses."""
+class ReferringSegmentationTask:
+    """A family whose forward gives mask logits, and maybe presence and selection outputs.
+
+    CroBIM and LGCE: the model config is the family's named config with the recipe's
+    ``model_overrides``; the loss is BCE + Dice on the mask (before object selection when
+    there is one), BCE on presence when the family has a presence head, and the selection
+    loss when it selects among candidates.
+
+    Args:
+        architecture: The registered architecture whose models it trains.
+    """
+
+    def __init__(self, architecture: str) -> None:
+        self.architecture = architecture
 
     def model_config(self, config: TrainConfig) -> Any:
-        """The named architecture with ``model_overrides`` applied (nested for vision, text)."""
-        from rrsis_geo.nn.config import CroBIMConfig, area_ranges, named_config
+        """The named config with ``model_overrides`` applied (nested for vision and text)."""
+        from rrsis_geo.models.registry import find_config
+        from rrsis_geo.nn.config import area_ranges
 
-        try:
-            model_config = named_config(config.model)
-        except KeyError as error:
-            raise InputError(str(error.args[0])) from None
+        found = find_config(config.model)
+        if found is None:
+            raise InputError(f"unknown model config {config.model!r} (rrsis models list)")
+        model_config = found[1]
         overrides = dict(config.model_overrides)
         for key in ("vision", "text"):
             if key in overrides:
                 part = replace(getattr(model_config, key), **overrides.pop(key))
                 setattr(model_config, key, part)
-        known = set(CroBIMConfig.__dataclass_fields__)
+        known = set(type(model_config).__dataclass_fields__)
         unknown = sorted(set(overrides) - known)
         if unknown:
             raise InputError(f"unknown model_overrides: {', '.join(unknown)}")
@@ -76,10 +89,11 @@ class CroBIMTask:
         return model_config
 
     def build(self, model_config: Any) -> nn.Module:
-        """A new CroBIM."""
-        from rrsis_geo.nn.crobim import CroBIM
+        """A new model of the config's family (encoders pretrained as the config says)."""
+        from rrsis_geo.models.registry import architecture
 
-        return CroBIM(model_config)
+        model: nn.Module = architecture(self.architecture).model_class()(model_config)
+        return model
 
     def tokenizer(self, model_config: Any) -> Any:
         """The text encoder's tokenizer."""
@@ -117,25 +131,30 @@ class CroBIMTask:
             batch["attention_mask"],
             image_index=batch.get("image_index"),
         )
-        unselected = output.unselected_logits
+        unselected = getattr(output, "unselected_logits", None)
         mask_logits = unselected if unselected is not None else output.mask_logits
+        presence = getattr(output, "presence_logits", None)
         loss = segmentation_loss(
             mask_logits.float(),
             batch["mask"],
-            output.presence_logits.float(),
+            None if presence is None else presence.float(),
             batch["present"],
             config.loss.get("bce", 1.0),
             config.loss.get("dice", 1.0),
             config.loss.get("presence", 0.5),
         )
-        if output.candidates is not None and output.candidate_scores is not None:
+        candidates = getattr(output, "candidates", None)
+        if candidates is not None and output.candidate_scores is not None:
             loss = loss + config.loss.get("selection", 1.0) * selection_loss(
-                output.candidate_scores, output.candidates, batch["mask"], batch["present"]
+                output.candidate_scores, candidates, batch["mask"], batch["present"]
             )
         return loss
 
 
-TASKS: dict[str, TrainingTask] = {"crobim": CroBIMTask()}
+TASKS: dict[str, TrainingTask] = {
+    "crobim": ReferringSegmentationTask("crobim"),
+    "lgce": ReferringSegmentationTask("lgce"),
+}
 """The training task of each architecture (:data:`rrsis_geo.models.registry.ARCHITECTURES`)."""
 
 

@@ -54,7 +54,13 @@ def test_models_list_and_info(lite_checkpoint):
     run = rrsis("models", "list", "--json")
     assert run.returncode == 0, run.stderr
     rows = {row["name"]: row for row in json.loads(run.stdout)}
-    assert list(rows) == ["crobim-lite-synth", "crobim-lite", "crobim-swinb"]
+    assert list(rows) == [
+        "crobim-lite-synth",
+        "crobim-lite",
+        "crobim-swinb",
+        "lgce-swinb",
+        "lgce-tiny",
+    ]
     assert rows["crobim-lite-synth"]["kind"] == "trained" and rows["crobim-lite-synth"]["default"]
     assert rows["crobim-lite"]["kind"] == "config"
     run = rrsis("models", "info", lite_checkpoint)

@@ -1,0 +1,170 @@
+"""Writing and strictly loading a family's checkpoint folder (:mod:`rrsis_geo.checkpoints`).
+
+Every family saves and loads the same way: the weights as safetensors (optionally float16,
+optionally without a text encoder that loads from its source), ``config.json`` with the
+architecture, the family's config, its pretrained config as its own block and the weights'
+sha256, and the tokenizer; loading checks the pinned hash and fails on any missing,
+unexpected or misshapen tensor, naming it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from rrsis_geo.checkpoints import (
+    CONFIG_FILE,
+    FORMAT_VERSION,
+    TOKENIZER_DIR,
+    WEIGHTS_FILE,
+    file_sha256,
+)
+from rrsis_geo.errors import InputError
+from rrsis_geo.geo.writers import atomic_output
+
+__all__ = ["TEXT_PREFIX", "checkpoint_tokenizer", "load_strictly", "save_checkpoint", "weights_of"]
+
+TEXT_PREFIX = "text."
+"""Where a family keeps its text encoder (``model.text``), whose weights may stay at source."""
+
+
+def save_checkpoint(
+    model: nn.Module,
+    folder: str | Path,
+    architecture: str,
+    tokenizer: Any,
+    include_text_encoder: bool = True,
+    half: bool = False,
+) -> Path:
+    """Write ``config.json``, ``model.safetensors`` and ``tokenizer/`` of ``model``.
+
+    Args:
+        model: The network; ``model.config`` has ``to_dict()`` and ``metadata()``.
+        folder: Created if missing; existing files of a checkpoint are replaced.
+        architecture: The name the registry dispatches on.
+        tokenizer: The tokenizer to store.
+        include_text_encoder: False leaves out the weights under :data:`TEXT_PREFIX`, loaded
+            from the config's source on load: only valid when they were not fine-tuned.
+        half: Store floating-point tensors as float16 (loading casts them back).
+
+    Returns:
+        The folder.
+    """
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {
+        k: v.detach().contiguous().cpu()
+        for k, v in model.state_dict().items()
+        if include_text_encoder or not k.startswith(TEXT_PREFIX)
+    }
+    if half:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    with atomic_output(folder / WEIGHTS_FILE, overwrite=True) as temporary:
+        save_file(state, str(temporary), metadata={"format": "pt"})
+    tokenizer.save_pretrained(str(folder / TOKENIZER_DIR))
+    config: Any = model.config
+    document = {
+        "architecture": architecture,
+        "format_version": FORMAT_VERSION,
+        "config": config.to_dict(),
+        # What the scene pipeline reads (normalization, bands, tile size, threshold...): its
+        # own block, whatever the family.
+        "pretrained": config.metadata().to_dict(),
+        "weights": {
+            "file": WEIGHTS_FILE,
+            "sha256": file_sha256(folder / WEIGHTS_FILE),
+            "text_encoder": "included" if include_text_encoder else "from_source",
+            "dtype": "float16" if half else "float32",
+        },
+        "tokenizer": TOKENIZER_DIR,
+    }
+    with atomic_output(folder / CONFIG_FILE, overwrite=True) as temporary:
+        temporary.write_text(json.dumps(document, indent=2) + "\n")
+    return folder
+
+
+def weights_of(folder: Path, document: dict[str, Any], sha256: str | None = None) -> Path:
+    """The checkpoint's safetensors file, present and matching the sha256 it pins.
+
+    Args:
+        folder: The checkpoint folder.
+        document: Its ``config.json``.
+        sha256: The file's sha256 when the caller computed it already.
+
+    Raises:
+        InputError: No weights file (pickles are never loaded), or a hash mismatch.
+    """
+    weights = dict(document.get("weights") or {})
+    path = folder / weights.get("file", WEIGHTS_FILE)
+    if not path.is_file():
+        raise InputError(
+            f"checkpoint {folder} has no {path.name} (weights load from safetensors "
+            "only: pickle files such as pytorch_model.bin are never unpickled)"
+        )
+    pinned = weights.get("sha256")
+    if pinned and (sha256 or file_sha256(path)) != pinned:
+        raise InputError(
+            f"{path} does not match the sha256 pinned in {CONFIG_FILE} "
+            "(corrupted or replaced weights)"
+        )
+    return path
+
+
+def load_strictly(model: nn.Module, path: Path, name: str, skip_text: bool = False) -> None:
+    """Fill ``model`` from a safetensors file; every key must match, shapes included.
+
+    Args:
+        model: The network to fill.
+        path: The weights file.
+        name: The model's name, for messages.
+        skip_text: The file holds no text encoder weights (they came from their source).
+
+    Raises:
+        InputError: Unreadable file, missing or unexpected keys (named), or a shape mismatch.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        state: dict[str, torch.Tensor] = load_file(str(path))
+    except (SafetensorError, OSError) as error:
+        raise InputError(f"{path}: not readable safetensors ({error})") from None
+    expected = {k for k in model.state_dict() if not (skip_text and k.startswith(TEXT_PREFIX))}
+    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+    if missing or unexpected:
+        raise InputError(
+            f"{path} does not fit a {name} model: "
+            f"missing {_names(missing)}; unexpected {_names(unexpected)}"
+        )
+    try:
+        model.load_state_dict(state, strict=False)
+    except RuntimeError as error:
+        lines = [line.strip() for line in str(error).splitlines() if "size mismatch" in line]
+        first = lines[0].rstrip(".") if lines else str(error).splitlines()[0]
+        more = f" (and {len(lines) - 1} more)" if len(lines) > 1 else ""
+        raise InputError(f"{path} does not fit {CONFIG_FILE}: {first}{more}") from None
+
+
+def checkpoint_tokenizer(folder: Path, document: dict[str, Any], text_config: Any) -> Any:
+    """The tokenizer stored in the checkpoint, else the one of its text encoder's config."""
+    from rrsis_geo.nn.encoders import load_tokenizer
+
+    tokenizer_dir = folder / document.get("tokenizer", TOKENIZER_DIR)
+    if tokenizer_dir.is_dir():
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    return load_tokenizer(text_config)
+
+
+def _names(keys: list[str]) -> str:
+    if not keys:
+        return "none"
+    shown = ", ".join(keys[:5])
+    return f"{shown} (+{len(keys) - 5} more)" if len(keys) > 5 else shown
