@@ -675,6 +675,54 @@ def models_export(
     typer.echo(f"rrsis: wrote {folder} ({size / 1e6:.1f} MB)", err=True)
 
 
+class ConvertFrom(str, Enum):
+    """Checkpoint formats ``rrsis models convert`` reads."""
+
+    rsrefseg2 = "rsrefseg2"
+
+
+@models_app.command("convert")
+def models_convert(
+    source: Annotated[
+        Path, typer.Argument(help="The authors' checkpoint file (.pth, or DeepSpeed's .pt).")
+    ],
+    target: Annotated[Path, typer.Argument(help="Checkpoint folder to write.", show_default=False)],
+    from_format: Annotated[
+        ConvertFrom, typer.Option("--from", help="Whose checkpoint the source is.")
+    ] = ConvertFrom.rsrefseg2,
+    trust_pickle: Annotated[
+        bool,
+        typer.Option(
+            "--trust-pickle",
+            help="Load the source although it is a pickle (it can run code: only for a file "
+            "from a source you trust).",
+        ),
+    ] = False,
+    config: Annotated[
+        str, typer.Option(help="Our named config of the architecture.")
+    ] = "rsrefseg2-so400m-large",
+    overwrite: OverwriteOption = False,
+) -> None:
+    """Convert a released checkpoint into an rrsis checkpoint folder (LoRA merged)."""
+    with command_errors("nothing written"):
+        import shutil
+
+        from rrsis_geo.geo.writers import temporary_sibling
+        from rrsis_geo.models.convert_rsrefseg2 import convert_rsrefseg2
+
+        if target.exists() and not overwrite:
+            raise InputError(f"output exists: {target} (use --overwrite to replace it)")
+        staging = temporary_sibling(target, "")
+        try:
+            convert_rsrefseg2(source, staging, trust_pickle, config)
+            if target.exists():
+                shutil.rmtree(target)
+            staging.rename(target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    typer.echo(f"rrsis: wrote {target} ({from_format.value} -> {config})", err=True)
+
+
 def main() -> None:
     """Entry point of the ``rrsis`` console script."""
     # Library chatter (load reports, download bars) is not what a CLI user asked for; explicit

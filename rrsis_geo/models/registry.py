@@ -103,6 +103,15 @@ register(
         configs="rrsis_geo.nn.lgce_config:NAMED_CONFIGS",
     )
 )
+register(
+    Architecture(
+        name="rsrefseg2",
+        summary="RSRefSeg 2: SigLIP 2 for coarse localization, SAM 2.1 for the mask, a cascaded "
+        "second-order prompter; LoRA",
+        model="rrsis_geo.nn.rsrefseg2:RSRefSeg2",
+        configs="rrsis_geo.nn.rsrefseg2:NAMED_CONFIGS",
+    )
+)
 
 
 def architecture(name: str) -> Architecture:

@@ -679,7 +679,7 @@ class CascadedPrompter(nn.Module):
             streams = layer(streams, {"query1": pe1, "query2": pe2}, {"words": word_mask})
         queries1, queries2 = streams["query1"], streams["query2"]
 
-        img_pe = self.img_pe
+        img_pe: torch.Tensor = self.img_pe
         if img_pe.shape[-1] != grid:
             img_pe = F.interpolate(img_pe, size=(grid, grid), mode="bicubic", align_corners=True)
         img_pe = img_pe.flatten(2).transpose(1, 2)

@@ -196,3 +196,30 @@ def test_refuses_a_pickle_without_consent(tmp_path):
     assert "the source is a pickle" in str(raised.value)
     assert "\n" not in str(raised.value)
     assert not (tmp_path / "out").exists()
+
+
+def test_rrsis_models_convert_then_segment_through_the_cli(tmp_path):
+    from tests.cli_run import rrsis
+    from tests.rasters import textured, write_raster
+
+    torch.manual_seed(0)
+    model = RSRefSeg2(named_config("rsrefseg2-tiny"), pretrained=False)
+    source = tmp_path / "rrsisd.pth"
+    torch.save({"state_dict": authors_state(model.state_dict())}, source)
+    target = tmp_path / "converted"
+    command = ("models", "convert", source, target, "--from", "rsrefseg2",
+               "--config", "rsrefseg2-tiny")  # fmt: skip
+    refused = rrsis(*command)
+    assert refused.returncode == 1 and "the source is a pickle" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1 and not target.exists()
+    converted = rrsis(*command, "--trust-pickle")
+    assert converted.returncode == 0, converted.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["converted", "rrsisd.pth"]
+    info = rrsis("models", "info", target)
+    assert info.returncode == 0 and '"architecture": "rsrefseg2"' in info.stdout
+
+    scene = write_raster(tmp_path / "scene.tif", textured(3, 150, 130, seed=1))
+    out = tmp_path / "out.tif"
+    segmented = rrsis("segment", scene, "the bright field", "-m", target, "-o", out)
+    assert segmented.returncode == 0, segmented.stderr
+    assert out.exists()
