@@ -60,6 +60,8 @@ def test_models_list_and_info(lite_checkpoint):
         "crobim-swinb",
         "lgce-swinb",
         "lgce-tiny",
+        "rsrefseg2-so400m-large",
+        "rsrefseg2-tiny",
     ]
     assert rows["crobim-lite-synth"]["kind"] == "trained" and rows["crobim-lite-synth"]["default"]
     assert rows["crobim-lite"]["kind"] == "config"
