@@ -979,7 +979,10 @@ def apply_lora(model: RSRefSeg2, r: int | None = None, alpha: int | None = None)
         r: LoRA rank (default: the config's, 16).
         alpha: LoRA alpha (default: the config's, 16).
     """
-    from peft import LoraConfig, inject_adapter_in_model
+    try:
+        from peft import LoraConfig, inject_adapter_in_model
+    except ImportError:
+        raise InputError("LoRA training needs peft: pip install 'rrsis-geo[lora]'") from None
 
     r = r or model.config.lora_r
     alpha = alpha or model.config.lora_alpha
