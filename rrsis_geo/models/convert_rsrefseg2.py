@@ -36,6 +36,7 @@ from typing import Any
 import torch
 
 from rrsis_geo.errors import InputError
+from rrsis_geo.nn.checkpointing import fill_strictly
 from rrsis_geo.nn.encoders import load_tokenizer
 from rrsis_geo.nn.rsrefseg2 import RSRefSeg2, RSRefSeg2Config, merge_lora, named_config
 
@@ -212,24 +213,6 @@ def convert_rsrefseg2(
     config = named_config(config) if isinstance(config, str) else config
     state = to_our_state(read_author_state(source, trust_pickle), config.lora_alpha, config.lora_r)
     model = RSRefSeg2(config, pretrained=False)
-    expected = set(model.state_dict())
-    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
-    if missing or unexpected:
-        raise InputError(
-            f"{source} does not fit {config.name}: missing {_names(missing)}; "
-            f"unexpected {_names(unexpected)}"
-        )
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as error:
-        first = next((line.strip() for line in str(error).splitlines() if "size" in line), "")
-        raise InputError(f"{source} does not fit {config.name}: {first}") from None
+    fill_strictly(model, state, str(source), config.name)
     tokenizer = tokenizer if tokenizer is not None else load_tokenizer(config.text_config())
     return model.save_pretrained(target, tokenizer=tokenizer)
-
-
-def _names(keys: list[str]) -> str:
-    if not keys:
-        return "none"
-    shown = ", ".join(keys[:5])
-    return f"{shown} (+{len(keys) - 5} more)" if len(keys) > 5 else shown

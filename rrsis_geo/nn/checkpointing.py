@@ -10,6 +10,7 @@ unexpected or misshapen tensor, naming it.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +23,20 @@ from rrsis_geo.checkpoints import (
     TOKENIZER_DIR,
     WEIGHTS_FILE,
     file_sha256,
+    read_checkpoint_config,
 )
 from rrsis_geo.errors import InputError
 from rrsis_geo.geo.writers import atomic_output
 
-__all__ = ["TEXT_PREFIX", "checkpoint_tokenizer", "load_strictly", "save_checkpoint", "weights_of"]
+__all__ = [
+    "TEXT_PREFIX",
+    "checkpoint_tokenizer",
+    "family_config",
+    "fill_strictly",
+    "load_strictly",
+    "save_checkpoint",
+    "weights_of",
+]
 
 TEXT_PREFIX = "text."
 """Where a family keeps its text encoder (``model.text``), whose weights may stay at source."""
@@ -89,6 +99,34 @@ def save_checkpoint(
     return folder
 
 
+def family_config(
+    folder: Path,
+    document: dict[str, Any] | None,
+    architecture: str,
+    from_dict: Callable[[dict[str, Any]], Any],
+) -> tuple[dict[str, Any], Any]:
+    """A checkpoint's ``config.json`` and its family's config, checked to be ``architecture``.
+
+    Args:
+        folder: The checkpoint folder.
+        document: Its ``config.json`` when the caller read it already (else read here).
+        architecture: The family the caller loads.
+        from_dict: The family's config from its ``config`` entry.
+
+    Raises:
+        InputError: Not a checkpoint, another architecture, or an invalid config.
+    """
+    document = document if document is not None else read_checkpoint_config(folder)
+    if document["architecture"] != architecture:
+        raise InputError(
+            f"{folder / CONFIG_FILE}: a {document['architecture']} checkpoint, not {architecture}"
+        )
+    try:
+        return document, from_dict(document["config"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise InputError(f"{folder / CONFIG_FILE}: invalid config ({error})") from None
+
+
 def weights_of(folder: Path, document: dict[str, Any], sha256: str | None = None) -> Path:
     """The checkpoint's safetensors file, present and matching the sha256 it pins.
 
@@ -135,11 +173,33 @@ def load_strictly(model: nn.Module, path: Path, name: str, skip_text: bool = Fal
         state: dict[str, torch.Tensor] = load_file(str(path))
     except (SafetensorError, OSError) as error:
         raise InputError(f"{path}: not readable safetensors ({error})") from None
+    fill_strictly(model, state, str(path), name, skip_text)
+
+
+def fill_strictly(
+    model: nn.Module,
+    state: dict[str, torch.Tensor],
+    source: str,
+    name: str,
+    skip_text: bool = False,
+) -> None:
+    """Fill ``model`` from ``state``; every key must match, shapes included.
+
+    Args:
+        model: The network to fill.
+        state: The tensors by name.
+        source: Where they came from, for messages.
+        name: The model's name, for messages.
+        skip_text: ``state`` holds no text encoder weights (they came from their source).
+
+    Raises:
+        InputError: Missing or unexpected keys (named), or a shape mismatch.
+    """
     expected = {k for k in model.state_dict() if not (skip_text and k.startswith(TEXT_PREFIX))}
     missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
     if missing or unexpected:
         raise InputError(
-            f"{path} does not fit a {name} model: "
+            f"{source} does not fit a {name} model: "
             f"missing {_names(missing)}; unexpected {_names(unexpected)}"
         )
     try:
@@ -148,7 +208,7 @@ def load_strictly(model: nn.Module, path: Path, name: str, skip_text: bool = Fal
         lines = [line.strip() for line in str(error).splitlines() if "size mismatch" in line]
         first = lines[0].rstrip(".") if lines else str(error).splitlines()[0]
         more = f" (and {len(lines) - 1} more)" if len(lines) > 1 else ""
-        raise InputError(f"{path} does not fit {CONFIG_FILE}: {first}{more}") from None
+        raise InputError(f"{source} does not fit {name}: {first}{more}") from None
 
 
 def checkpoint_tokenizer(folder: Path, document: dict[str, Any], text_config: Any) -> Any:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rrsis_geo.geo.normalization import NormalizationSpec
+from rrsis_geo.nn.family import build_named, pretrained_of
 from rrsis_geo.pretrained import ModelMetadata
 
 __all__ = [
@@ -162,18 +163,8 @@ class CroBIMConfig:
 
     def metadata(self, sha256: str | None = None) -> ModelMetadata:
         """What the scene pipeline needs to know about a model of this config."""
-        return ModelMetadata(
-            name=self.name,
-            in_channels=self.in_channels,
-            normalization=self.normalization,
-            tile_size=self.input_size,
-            overlap=self.tile_overlap,
-            margin=self.tile_margin,
-            gsd=self.gsd,
-            threshold=self.threshold,
-            sha256=sha256,
-            vocabulary=self.vocabulary,
-            category_areas_m2=dict(self.category_areas_m2),
+        return pretrained_of(
+            self, sha256, vocabulary=self.vocabulary, category_areas_m2=dict(self.category_areas_m2)
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -235,12 +226,5 @@ NAMED_CONFIGS = {
 
 
 def named_config(name: str) -> CroBIMConfig:
-    """A fresh copy of a named config.
-
-    Raises:
-        KeyError: For an unknown name (the message lists the known ones).
-    """
-    try:
-        return NAMED_CONFIGS[name]()
-    except KeyError:
-        raise KeyError(f"unknown config {name!r}; known: {', '.join(NAMED_CONFIGS)}") from None
+    """A fresh copy of a named config (:func:`~rrsis_geo.nn.family.build_named`)."""
+    return build_named(NAMED_CONFIGS, name)

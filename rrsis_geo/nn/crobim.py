@@ -30,18 +30,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rrsis_geo.checkpoints import CONFIG_FILE, read_checkpoint_config
-from rrsis_geo.errors import InputError
 from rrsis_geo.nn.capm import CAPM, append_prompts
 from rrsis_geo.nn.checkpointing import (
     TEXT_PREFIX,
     checkpoint_tokenizer,
+    family_config,
     load_strictly,
     save_checkpoint,
     weights_of,
 )
 from rrsis_geo.nn.config import CroBIMConfig, named_config
 from rrsis_geo.nn.encoders import TextEncoder, VisionEncoder, load_tokenizer
+from rrsis_geo.nn.family import summary_of
 from rrsis_geo.nn.heads import MaskHead, PresenceHead, SentenceQuery
 from rrsis_geo.nn.lgfa import LGFA, masked_mean
 from rrsis_geo.nn.mid import MID
@@ -334,13 +334,7 @@ class CroBIM(nn.Module):
             InputError: Missing, corrupted or mismatched checkpoints.
         """
         folder = Path(folder)
-        document = document if document is not None else read_checkpoint_config(folder)
-        if document["architecture"] != ARCHITECTURE:
-            raise InputError(f"{folder / CONFIG_FILE}: not a CroBIM checkpoint")
-        try:
-            config = CroBIMConfig.from_dict(document["config"])
-        except (KeyError, TypeError, ValueError) as error:
-            raise InputError(f"{folder / CONFIG_FILE}: invalid config ({error})") from None
+        document, config = family_config(folder, document, ARCHITECTURE, CroBIMConfig.from_dict)
         weights_path = weights_of(folder, document, sha256)
         text_from_source = document.get("weights", {}).get("text_encoder") == "from_source"
         # Inference never falls back to random weights: a missing source is an error. Built
@@ -358,19 +352,7 @@ class CroBIM(nn.Module):
     @staticmethod
     def summary(config: CroBIMConfig) -> dict[str, Any]:
         """What inference reads from a config, and the encoders, for ``rrsis models``."""
-        return {
-            "bands": config.in_channels,
-            "normalization": config.normalization.to_dict(),
-            "gsd": config.gsd,
-            "tile_size": config.input_size,
-            "tile_overlap": config.tile_overlap,
-            "tile_margin": config.tile_margin,
-            "threshold": config.threshold,
-            "max_tokens": config.text.max_tokens,
-            "tokenizer": config.text.tokenizer or config.text.name,
-            "vision": config.vision.name,
-            "text": config.text.name,
-        }
+        return summary_of(config, config.text, config.vision.name, config.text.name)
 
 
 def _build_for_checkpoint(cls: type[CroBIM], config: CroBIMConfig, text: TextEncoder) -> CroBIM:

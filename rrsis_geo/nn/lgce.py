@@ -51,16 +51,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rrsis_geo.checkpoints import CONFIG_FILE, read_checkpoint_config
-from rrsis_geo.errors import InputError
 from rrsis_geo.nn.checkpointing import (
     checkpoint_tokenizer,
+    family_config,
     load_strictly,
     save_checkpoint,
     weights_of,
 )
 from rrsis_geo.nn.crobim import TextState
 from rrsis_geo.nn.encoders import RandomInitWarning, TextEncoder, load_tokenizer
+from rrsis_geo.nn.family import summary_of
 from rrsis_geo.nn.lgce_config import LGCEConfig, SwinConfig, named_config
 from rrsis_geo.nn.lgfa import masked_mean
 
@@ -395,13 +395,7 @@ class LGCE(nn.Module):
             InputError: Missing, corrupted or mismatched checkpoints.
         """
         folder = Path(folder)
-        document = document if document is not None else read_checkpoint_config(folder)
-        if document["architecture"] != ARCHITECTURE:
-            raise InputError(f"{folder / CONFIG_FILE}: not an LGCE checkpoint")
-        try:
-            config = LGCEConfig.from_dict(document["config"])
-        except (KeyError, TypeError, ValueError) as error:
-            raise InputError(f"{folder / CONFIG_FILE}: invalid config ({error})") from None
+        document, config = family_config(folder, document, ARCHITECTURE, LGCEConfig.from_dict)
         weights_path = weights_of(folder, document, sha256)
         text_from_source = document.get("weights", {}).get("text_encoder") == "from_source"
         # Inference never falls back to random weights: a missing text source is an error.
@@ -418,16 +412,4 @@ class LGCE(nn.Module):
     @staticmethod
     def summary(config: LGCEConfig) -> dict[str, Any]:
         """What inference reads from a config, and the encoders, for ``rrsis models``."""
-        return {
-            "bands": config.in_channels,
-            "normalization": config.normalization.to_dict(),
-            "gsd": config.gsd,
-            "tile_size": config.input_size,
-            "tile_overlap": config.tile_overlap,
-            "tile_margin": config.tile_margin,
-            "threshold": config.threshold,
-            "max_tokens": config.text.max_tokens,
-            "tokenizer": config.text.tokenizer or config.text.name,
-            "vision": config.vision.name,
-            "text": config.text.name,
-        }
+        return summary_of(config, config.text, config.vision.name, config.text.name)

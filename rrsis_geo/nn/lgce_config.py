@@ -14,6 +14,7 @@ from typing import Any
 
 from rrsis_geo.geo.normalization import NormalizationSpec
 from rrsis_geo.nn.config import IMAGENET_MEAN, IMAGENET_STD, TextEncoderConfig
+from rrsis_geo.nn.family import build_named, pretrained_of
 from rrsis_geo.pretrained import ModelMetadata
 
 __all__ = ["NAMED_CONFIGS", "LGCEConfig", "SwinConfig", "named_config"]
@@ -72,17 +73,7 @@ class LGCEConfig:
 
     def metadata(self, sha256: str | None = None) -> ModelMetadata:
         """What the scene pipeline needs to know about a model of this config."""
-        return ModelMetadata(
-            name=self.name,
-            in_channels=self.in_channels,
-            normalization=self.normalization,
-            tile_size=self.input_size,
-            overlap=self.tile_overlap,
-            margin=self.tile_margin,
-            gsd=self.gsd,
-            threshold=self.threshold,
-            sha256=sha256,
-        )
+        return pretrained_of(self, sha256)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -158,12 +149,5 @@ NAMED_CONFIGS = {
 
 
 def named_config(name: str) -> LGCEConfig:
-    """A fresh copy of a named config.
-
-    Raises:
-        KeyError: For an unknown name (the message lists the known ones).
-    """
-    try:
-        return NAMED_CONFIGS[name]()
-    except KeyError:
-        raise KeyError(f"unknown config {name!r}; known: {', '.join(NAMED_CONFIGS)}") from None
+    """A fresh copy of a named config (:func:`~rrsis_geo.nn.family.build_named`)."""
+    return build_named(NAMED_CONFIGS, name)

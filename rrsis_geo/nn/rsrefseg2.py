@@ -50,17 +50,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rrsis_geo.checkpoints import CONFIG_FILE, read_checkpoint_config
 from rrsis_geo.errors import InputError
 from rrsis_geo.geo.normalization import NormalizationSpec
 from rrsis_geo.nn.checkpointing import (
     checkpoint_tokenizer,
+    family_config,
     load_strictly,
     save_checkpoint,
     weights_of,
 )
 from rrsis_geo.nn.config import IMAGENET_MEAN, IMAGENET_STD, TextEncoderConfig
 from rrsis_geo.nn.encoders import load_tokenizer
+from rrsis_geo.nn.family import build_named, pretrained_of, summary_of
 from rrsis_geo.pretrained import ModelMetadata
 
 __all__ = [
@@ -246,17 +247,7 @@ class RSRefSeg2Config:
 
     def metadata(self, sha256: str | None = None) -> ModelMetadata:
         """What the scene pipeline needs to know about a model of this config."""
-        return ModelMetadata(
-            name=self.name,
-            in_channels=self.in_channels,
-            normalization=self.normalization,
-            tile_size=self.input_size,
-            overlap=self.tile_overlap,
-            margin=self.tile_margin,
-            gsd=self.gsd,
-            threshold=self.threshold,
-            sha256=sha256,
-        )
+        return pretrained_of(self, sha256)
 
     def text_config(self) -> TextEncoderConfig:
         """The tokenizer's source as :func:`~rrsis_geo.nn.encoders.load_tokenizer` reads it."""
@@ -417,15 +408,8 @@ NAMED_CONFIGS = {
 
 
 def named_config(name: str) -> RSRefSeg2Config:
-    """A fresh copy of a named config.
-
-    Raises:
-        KeyError: For an unknown name (the message lists the known ones).
-    """
-    try:
-        return NAMED_CONFIGS[name]()
-    except KeyError:
-        raise KeyError(f"unknown config {name!r}; known: {', '.join(NAMED_CONFIGS)}") from None
+    """A fresh copy of a named config (:func:`~rrsis_geo.nn.family.build_named`)."""
+    return build_named(NAMED_CONFIGS, name)
 
 
 # --------------------------------------------------------------------------- inputs
@@ -912,13 +896,7 @@ class RSRefSeg2(nn.Module):
             InputError: Missing, corrupted or mismatched checkpoints.
         """
         folder = Path(folder)
-        document = document if document is not None else read_checkpoint_config(folder)
-        if document["architecture"] != ARCHITECTURE:
-            raise InputError(f"{folder / CONFIG_FILE}: not an RSRefSeg 2 checkpoint")
-        try:
-            config = RSRefSeg2Config.from_dict(document["config"])
-        except (KeyError, TypeError, ValueError) as error:
-            raise InputError(f"{folder / CONFIG_FILE}: invalid config ({error})") from None
+        document, config = family_config(folder, document, ARCHITECTURE, RSRefSeg2Config.from_dict)
         weights_path = weights_of(folder, document, sha256)
         model = cls(config, pretrained=False)
         load_strictly(model, weights_path, config.name)
@@ -932,19 +910,12 @@ class RSRefSeg2(nn.Module):
     @staticmethod
     def summary(config: RSRefSeg2Config) -> dict[str, Any]:
         """What inference reads from a config, and the encoders, for ``rrsis models``."""
-        return {
-            "bands": config.in_channels,
-            "normalization": config.normalization.to_dict(),
-            "gsd": config.gsd,
-            "tile_size": config.input_size,
-            "tile_overlap": config.tile_overlap,
-            "tile_margin": config.tile_margin,
-            "threshold": config.threshold,
-            "max_tokens": config.siglip.max_tokens,
-            "tokenizer": config.siglip.tokenizer or config.siglip.source,
-            "vision": f"SAM 2.1 ({config.sam.source or 'random'})",
-            "text": f"SigLIP 2 ({config.siglip.source or 'random'})",
-        }
+        return summary_of(
+            config,
+            config.text_config(),
+            f"SAM 2.1 ({config.sam.source or 'random'})",
+            f"SigLIP 2 ({config.siglip.source or 'random'})",
+        )
 
 
 def _normalized(
