@@ -164,13 +164,15 @@ def _remove_leftovers(row: BatchRow) -> None:
 
 
 def _outcome(future: Any, row: BatchRow) -> RowOutcome:
+    from distributed import KilledWorker
+
     try:
         outcome: RowOutcome = future.result()
     except Exception as error:  # the task itself never raises: its workers died
         outputs = [str(path) for path in row.request.output_paths()]
-        name = type(error).__name__
-        reason = "its workers died running it" if name == "KilledWorker" else None
-        return RowOutcome(row, FAILED, outputs, 0.0, 0, reason or failure_reason(error))
+        died = isinstance(error, KilledWorker)
+        reason = "its workers died running it" if died else failure_reason(error)
+        return RowOutcome(row, FAILED, outputs, 0.0, 0, reason)
     return replace(outcome, row=row)
 
 
