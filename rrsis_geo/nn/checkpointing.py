@@ -182,6 +182,7 @@ def fill_strictly(
     source: str,
     name: str,
     skip_text: bool = False,
+    shapes_from: str = CONFIG_FILE,
 ) -> None:
     """Fill ``model`` from ``state``; every key must match, shapes included.
 
@@ -191,6 +192,7 @@ def fill_strictly(
         source: Where they came from, for messages.
         name: The model's name, for messages.
         skip_text: ``state`` holds no text encoder weights (they came from their source).
+        shapes_from: What decided the model's shapes, for messages.
 
     Raises:
         InputError: Missing or unexpected keys (named), or a shape mismatch.
@@ -208,7 +210,7 @@ def fill_strictly(
         lines = [line.strip() for line in str(error).splitlines() if "size mismatch" in line]
         first = lines[0].rstrip(".") if lines else str(error).splitlines()[0]
         more = f" (and {len(lines) - 1} more)" if len(lines) > 1 else ""
-        raise InputError(f"{source} does not fit {name}: {first}{more}") from None
+        raise InputError(f"{source} does not fit {shapes_from}: {first}{more}") from None
 
 
 def checkpoint_tokenizer(folder: Path, document: dict[str, Any], text_config: Any) -> Any:
