@@ -228,5 +228,4 @@ def load_predictor(
     model, tokenizer, metadata = loaded.model, loaded.tokenizer, loaded.metadata
     if isinstance(model, CroBIM):
         return CroBIMPredictor(model, tokenizer, device, metadata.sha256, metadata)
-    max_tokens = int(loaded.architecture.model_class().summary(model.config)["max_tokens"])
-    return ForwardPredictor(model, tokenizer, metadata, max_tokens, device)
+    return ForwardPredictor(model, tokenizer, metadata, model.config.text.max_tokens, device)

@@ -214,5 +214,5 @@ def convert_rsrefseg2(
     state = to_our_state(read_author_state(source, trust_pickle), config.lora_alpha, config.lora_r)
     model = RSRefSeg2(config, pretrained=False)
     fill_strictly(model, state, str(source), config.name, shapes_from=config.name)
-    tokenizer = tokenizer if tokenizer is not None else load_tokenizer(config.text_config())
+    tokenizer = tokenizer if tokenizer is not None else load_tokenizer(config.text)
     return model.save_pretrained(target, tokenizer=tokenizer)

@@ -249,8 +249,13 @@ class RSRefSeg2Config:
         """What the scene pipeline needs to know about a model of this config."""
         return pretrained_of(self, sha256)
 
-    def text_config(self) -> TextEncoderConfig:
-        """The tokenizer's source as :func:`~rrsis_geo.nn.encoders.load_tokenizer` reads it."""
+    @property
+    def text(self) -> TextEncoderConfig:
+        """The tokenizer's source and token count, as the other families' ``text`` section.
+
+        :func:`~rrsis_geo.nn.encoders.load_tokenizer` reads it; training and evaluation read
+        its ``max_tokens``.
+        """
         return TextEncoderConfig(
             name=self.siglip.source or self.siglip.tokenizer or "",
             max_tokens=self.siglip.max_tokens,
@@ -872,9 +877,7 @@ class RSRefSeg2(nn.Module):
             tokenizer: The tokenizer to store (default: the config's).
             half: Store floating-point tensors as float16 (loading casts them back).
         """
-        tokenizer = (
-            tokenizer if tokenizer is not None else load_tokenizer(self.config.text_config())
-        )
+        tokenizer = tokenizer if tokenizer is not None else load_tokenizer(self.config.text)
         model: nn.Module = self
         state = self.state_dict()
         if any(".lora_A." in key for key in state):
@@ -900,7 +903,7 @@ class RSRefSeg2(nn.Module):
         weights_path = weights_of(folder, document, sha256)
         model = cls(config, pretrained=False)
         load_strictly(model, weights_path, config.name)
-        return model.eval(), checkpoint_tokenizer(folder, document, config.text_config())
+        return model.eval(), checkpoint_tokenizer(folder, document, config.text)
 
     @staticmethod
     def config_from_dict(values: dict[str, Any]) -> RSRefSeg2Config:
@@ -912,7 +915,7 @@ class RSRefSeg2(nn.Module):
         """What inference reads from a config, and the encoders, for ``rrsis models``."""
         return summary_of(
             config,
-            config.text_config(),
+            config.text,
             f"SAM 2.1 ({config.sam.source or 'random'})",
             f"SigLIP 2 ({config.siglip.source or 'random'})",
         )

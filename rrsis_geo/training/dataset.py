@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import random
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -17,11 +17,12 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from rrsis_geo.data.sample import ReferringDataset
-from rrsis_geo.geo.normalization import compute_array_statistics
-from rrsis_geo.nn.config import CroBIMConfig
+from rrsis_geo.geo.normalization import NormalizationSpec, compute_array_statistics
+from rrsis_geo.nn.config import TextEncoderConfig
 
 __all__ = [
     "ImageGroups",
+    "InputConfig",
     "TrainingSamples",
     "collate",
     "collate_groups",
@@ -31,8 +32,27 @@ __all__ = [
 ]
 
 
+class InputConfig(Protocol):
+    """What preparing samples reads from a model's config (every family's config has it)."""
+
+    @property
+    def input_size(self) -> int:
+        """Side of the square image the model reads."""
+        ...
+
+    @property
+    def normalization(self) -> NormalizationSpec:
+        """How bands are scaled."""
+        ...
+
+    @property
+    def text(self) -> TextEncoderConfig:
+        """The tokenizer's settings (``max_tokens``)."""
+        ...
+
+
 class TrainingSamples(Dataset):
-    """Wrap a referring dataset (``Sample`` items) for a CroBIM config.
+    """Wrap a referring dataset (``Sample`` items) for a model's config.
 
     Args:
         samples: Any sequence of :class:`rrsis_geo.data.sample.Sample`.
@@ -47,7 +67,7 @@ class TrainingSamples(Dataset):
     def __init__(
         self,
         samples: Sequence[Any],
-        config: CroBIMConfig,
+        config: InputConfig,
         tokenizer: Any,
         negatives: float = 0.0,
         seed: int = 0,
@@ -189,13 +209,13 @@ def collate_groups(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tens
 
 
 def prepare_sample(
-    image: np.ndarray, mask: np.ndarray, config: CroBIMConfig
+    image: np.ndarray, mask: np.ndarray, config: InputConfig
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Normalize ``(H, W, 3)`` uint8 and resize image and mask to the model's input size."""
     return prepare_image(image, config), prepare_mask(mask, config)
 
 
-def prepare_image(image: np.ndarray, config: CroBIMConfig) -> torch.Tensor:
+def prepare_image(image: np.ndarray, config: InputConfig) -> torch.Tensor:
     """``(H, W, 3)`` uint8 -> normalized ``(3, S, S)`` at the model's input size (bilinear)."""
     bands = np.ascontiguousarray(np.moveaxis(image, -1, 0))
     statistics = compute_array_statistics(bands, config.normalization)
@@ -206,7 +226,7 @@ def prepare_image(image: np.ndarray, config: CroBIMConfig) -> torch.Tensor:
     return tensor[0]
 
 
-def prepare_mask(mask: np.ndarray, config: CroBIMConfig) -> torch.Tensor:
+def prepare_mask(mask: np.ndarray, config: InputConfig) -> torch.Tensor:
     """``(H, W)`` mask -> float ``(S, S)`` at the model's input size (nearest)."""
     target = torch.from_numpy(np.asarray(mask, dtype=np.float32))[None, None]
     size = config.input_size

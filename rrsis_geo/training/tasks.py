@@ -9,7 +9,7 @@ the parameter groups, the forward on a batch and its loss, and what to do once t
 
 from __future__ import annotations
 
-from dataclasses import replace
+import dataclasses
 from typing import Any, Protocol
 
 import torch
@@ -19,7 +19,14 @@ from rrsis_geo.errors import InputError
 from rrsis_geo.geo.normalization import NormalizationSpec
 from rrsis_geo.training.config import TrainConfig
 
-__all__ = ["TASKS", "ReferringSegmentationTask", "TrainingTask", "task_for"]
+__all__ = [
+    "TASKS",
+    "RSRefSeg2Task",
+    "ReferringSegmentationTask",
+    "TrainingTask",
+    "overridden_config",
+    "task_for",
+]
 
 
 class TrainingTask(Protocol):
@@ -58,35 +65,15 @@ class ReferringSegmentationTask:
         architecture: The registered architecture whose models it trains.
     """
 
+    encoder_prefixes: tuple[str, ...] = ("vision.", "text.")
+    """Parameters under these names train at ``lr_encoder``, the others at ``lr_new``."""
+
     def __init__(self, architecture: str) -> None:
         self.architecture = architecture
 
     def model_config(self, config: TrainConfig) -> Any:
-        """The named config with ``model_overrides`` applied (nested for vision and text)."""
-        from rrsis_geo.models.registry import find_config
-        from rrsis_geo.nn.config import area_ranges
-
-        found = find_config(config.model)
-        if found is None:
-            raise InputError(f"unknown model config {config.model!r} (rrsis models list)")
-        model_config = found[1]
-        overrides = dict(config.model_overrides)
-        for key in ("vision", "text"):
-            if key in overrides:
-                part = replace(getattr(model_config, key), **overrides.pop(key))
-                setattr(model_config, key, part)
-        known = set(type(model_config).__dataclass_fields__)
-        unknown = sorted(set(overrides) - known)
-        if unknown:
-            raise InputError(f"unknown model_overrides: {', '.join(unknown)}")
-        if "normalization" in overrides:
-            overrides["normalization"] = NormalizationSpec.from_dict(overrides["normalization"])
-        if "category_areas_m2" in overrides:
-            overrides["category_areas_m2"] = area_ranges(overrides["category_areas_m2"])
-        for key, value in overrides.items():
-            setattr(model_config, key, tuple(value) if isinstance(value, list) else value)
-        model_config.name = config.name
-        return model_config
+        """The named config with ``model_overrides`` applied (:func:`overridden_config`)."""
+        return overridden_config(config)
 
     def build(self, model_config: Any) -> nn.Module:
         """A new model of the config's family (encoders pretrained as the config says)."""
@@ -107,7 +94,7 @@ class ReferringSegmentationTask:
         for name, parameter in model.named_parameters():
             if not parameter.requires_grad:
                 continue
-            encoder = name.startswith(("vision.", "text."))
+            encoder = name.startswith(self.encoder_prefixes)
             decay = parameter.ndim > 1
             groups.setdefault((encoder, decay), []).append(parameter)
         return [
@@ -151,9 +138,81 @@ class ReferringSegmentationTask:
         return loss
 
 
+class RSRefSeg2Task(ReferringSegmentationTask):
+    """RSRefSeg 2 as its authors train it: LoRA on the towers and their four-term loss.
+
+    LoRA (``lora_r``, ``lora_alpha`` of the config; ``lora_r: 0`` fine-tunes every weight)
+    goes on SAM's image encoder and both SigLIP towers; the prompter, SAM's prompt encoder and
+    mask decoder train fully. Adapters and the towers' other trainable weights take
+    ``lr_encoder``, the rest ``lr_new``. The loss is
+    :func:`~rrsis_geo.nn.rsrefseg2.rsrefseg2_loss` with the config's ``loss`` weights (set
+    them through ``model_overrides``; the recipe's ``loss`` section is CroBIM's and LGCE's).
+    Checkpoints hold merged weights; the trainer state keeps the adapters for ``--resume``.
+    """
+
+    encoder_prefixes = ("siglip.", "sam.vision_encoder.")
+
+    def __init__(self) -> None:
+        super().__init__("rsrefseg2")
+
+    def build(self, model_config: Any) -> nn.Module:
+        """The model with its sources' weights, and LoRA adapters unless ``lora_r`` is 0."""
+        from rrsis_geo.nn.rsrefseg2 import RSRefSeg2, apply_lora
+
+        model = RSRefSeg2(model_config, pretrained=True)
+        return apply_lora(model) if model_config.lora_r > 0 else model
+
+    def loss(self, network: nn.Module, batch: dict[str, torch.Tensor], config: TrainConfig) -> Any:
+        """BCE, Dice, the query sets kept apart and the contrastive term, weighted."""
+        from rrsis_geo.nn.rsrefseg2 import rsrefseg2_loss
+
+        model: Any = getattr(network, "module", network)  # DDP wraps it
+        images = batch["image"]
+        if "image_index" in batch:  # images grouped: one per expression again
+            images = images[batch["image_index"]]
+        output = network(images, batch["input_ids"], batch["attention_mask"])
+        terms = rsrefseg2_loss(
+            output,
+            batch["mask"],
+            model.contrastive_logit_scale,
+            model.contrastive_logit_bias,
+            model.config.loss,
+        )
+        return terms["loss"]
+
+
+def overridden_config(config: TrainConfig) -> Any:
+    """The recipe's named config with its ``model_overrides``, named after the run.
+
+    An override of a section of the config (``vision``, ``text``, ``sam``, ``siglip``...) sets
+    the keys it names and keeps the section's others; any other key replaces the value. The
+    result is built by the config's own ``from_dict``, so its checks and conversions apply.
+
+    Raises:
+        InputError: An unknown config, or override keys the config does not have.
+    """
+    from rrsis_geo.models.registry import find_config
+
+    found = find_config(config.model)
+    if found is None:
+        raise InputError(f"unknown model config {config.model!r} (rrsis models list)")
+    named = found[1]
+    values = named.to_dict()
+    for key, value in config.model_overrides.items():
+        part = getattr(named, key, None)
+        section = dataclasses.is_dataclass(part) and not isinstance(part, NormalizationSpec)
+        values[key] = {**values[key], **value} if section and isinstance(value, dict) else value
+    values["name"] = config.name
+    try:
+        return type(named).from_dict(values)
+    except (TypeError, ValueError) as error:
+        raise InputError(f"model_overrides: {error}") from None
+
+
 TASKS: dict[str, TrainingTask] = {
     "crobim": ReferringSegmentationTask("crobim"),
     "lgce": ReferringSegmentationTask("lgce"),
+    "rsrefseg2": RSRefSeg2Task(),
 }
 """The training task of each architecture (:data:`rrsis_geo.models.registry.ARCHITECTURES`)."""
 

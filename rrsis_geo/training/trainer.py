@@ -31,6 +31,7 @@ import yaml
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
+from rrsis_geo.checkpoints import WEIGHTS_FILE
 from rrsis_geo.errors import InputError
 from rrsis_geo.geo.writers import atomic_output
 from rrsis_geo.nn.crobim import CroBIM
@@ -332,6 +333,11 @@ def _save_state(
             "scaler": scaler.state_dict(),
             "torch_rng": torch.get_rng_state(),
         }
+        training_weights = model.state_dict()
+        if set(training_weights) != _checkpoint_keys(folder):
+            # The checkpoint holds a transformed model (LoRA merged): resuming needs the
+            # weights as they train, adapters apart.
+            tensors["model"] = training_weights
         with atomic_output(folder / STATE_FILE, overwrite=True) as temporary:
             torch.save(tensors, temporary)
         with atomic_output(folder / STATE_JSON, overwrite=True) as temporary:
@@ -344,14 +350,22 @@ def _load_state(
 ) -> dict[str, Any]:
     from safetensors.torch import load_file
 
-    model.load_state_dict(load_file(str(folder / "model.safetensors")), strict=True)
     # weights_only: only tensors and plain containers may come out of this file.
     tensors = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)
+    weights = tensors.get("model") or load_file(str(folder / WEIGHTS_FILE))
+    model.load_state_dict(weights, strict=True)
     optimizer.load_state_dict(tensors["optimizer"])
     scheduler.load_state_dict(tensors["scheduler"])
     scaler.load_state_dict(tensors["scaler"])
     torch.set_rng_state(tensors["torch_rng"])
     return dict(json.loads((folder / STATE_JSON).read_text()))
+
+
+def _checkpoint_keys(folder: Path) -> set[str]:
+    from safetensors import safe_open
+
+    with safe_open(str(folder / WEIGHTS_FILE), framework="pt") as weights:
+        return set(weights.keys())
 
 
 class _StepBar:

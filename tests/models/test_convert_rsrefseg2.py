@@ -97,7 +97,7 @@ def config():
 
 @pytest.fixture(scope="module")
 def tokenizer(config):
-    return load_tokenizer(config.text_config())
+    return load_tokenizer(config.text)
 
 
 @pytest.fixture(scope="module")

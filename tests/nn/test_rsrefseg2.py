@@ -42,7 +42,7 @@ def config():
 
 @pytest.fixture(scope="module")
 def tokenizer(config):
-    return load_tokenizer(config.text_config())
+    return load_tokenizer(config.text)
 
 
 def tiny_model(config, seed=0):

@@ -4,6 +4,7 @@ Tiny random configs on the learnable RISBench-layout fixture: these check the pl
 each family (the registry, the training task, the predictor), not accuracy.
 """
 
+import copy
 import json
 
 import pytest
@@ -31,9 +32,13 @@ TINY = {
             "input_size": 64,
             "tile_overlap": 16,
             "tile_margin": 4,
+            "text": {"max_tokens": 8, "weights": "random"},
         },
     },
+    # SAM 2.1 and SigLIP 2 random and tiny, at 128 px; LoRA on the towers as in training.
+    "rsrefseg2": {"model": "rsrefseg2-tiny", "model_overrides": {"tile_overlap": 32}},
 }
+TILE_SIZE = {"lgce": 64, "rsrefseg2": 128}
 
 
 @pytest.mark.parametrize("family", sorted(TINY))
@@ -42,7 +47,7 @@ def test_a_family_trains_evaluates_and_segments_through_the_cli(family, tmp_path
     recipe = {
         "name": f"tiny-{family}",
         "output_dir": str(tmp_path / "runs"),
-        **TINY[family],
+        **copy.deepcopy(TINY[family]),
         "data": {"root": str(root), "layout": "risbench"},
         "batch_size": 4,
         "max_steps": 2,
@@ -50,8 +55,8 @@ def test_a_family_trains_evaluates_and_segments_through_the_cli(family, tmp_path
         "checkpoint_every": 2,
         "eval_every": 0,
     }
-    text = {"name": str(tiny_text_folder), "max_tokens": 8, "weights": "random"}
-    recipe["model_overrides"] = {**recipe["model_overrides"], "text": text}
+    if "text" in recipe["model_overrides"]:
+        recipe["model_overrides"]["text"]["name"] = str(tiny_text_folder)
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(recipe))
 
@@ -59,7 +64,10 @@ def test_a_family_trains_evaluates_and_segments_through_the_cli(family, tmp_path
     assert trained.returncode == 0, trained.stderr
     checkpoint = tmp_path / "runs" / f"tiny-{family}" / "checkpoints" / "last"
     document = json.loads((checkpoint / "config.json").read_text())
-    assert document["architecture"] == family and document["pretrained"]["tile_size"] == 64
+    assert (
+        document["architecture"] == family
+        and document["pretrained"]["tile_size"] == TILE_SIZE[family]
+    )
 
     evaluated = rrsis("eval", checkpoint, root, "--split", "test")
     assert evaluated.returncode == 0, evaluated.stderr
@@ -70,6 +78,8 @@ def test_a_family_trains_evaluates_and_segments_through_the_cli(family, tmp_path
     segmented = rrsis("segment", scene, "the bright square", "-m", checkpoint, "-o", out, "--json")
     assert segmented.returncode == 0, segmented.stderr
     summary = json.loads(segmented.stdout)
-    assert summary["model"] == f"tiny-{family}" and summary["grid"]["tile_size"] == 64
+    assert (
+        summary["model"] == f"tiny-{family}" and summary["grid"]["tile_size"] == TILE_SIZE[family]
+    )
     with rasterio.open(out) as written:
         assert (written.width, written.height) == (130, 150)
