@@ -1,9 +1,10 @@
 """The model families side by side: parameters and CPU forward latency per tile.
 
 For every named config of every registered architecture (tiny test configs aside), this builds
-the model (pretrained encoders where their weights install here, random ones otherwise: the
-cost is the same), counts its parameters, and times one forward of a single tile at its input
-size (one warm-up, then the median of N), in eval mode. The table goes into docs/models.md.
+the model with random weights (the cost of a forward does not depend on them, and most
+pretrained weights are out of reach here), counts its parameters, and times one forward of a
+single tile at its input size (one warm-up, then the median of N), in eval mode. The table
+goes into docs/models.md.
 
     HF_HUB_OFFLINE=1 python benchmarks/families.py
 """
@@ -36,7 +37,7 @@ def measure(name: str, runs: int) -> dict[str, object]:
     summary = entry.model_class().summary(config)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # encoders without reachable weights start random
-        model = create_model(name).eval()
+        model = create_model(name, pretrained=False).eval()
     size, tokens = int(summary["tile_size"]), int(summary["max_tokens"])
     images = torch.randn(1, 3, size, size)
     ids = torch.ones(1, tokens, dtype=torch.long)

@@ -5,7 +5,10 @@ runs: ``'module'``), with PEFT's LoRA layout inside the adapted sub-trees
 (``base_model.model.``, ``base_layer``, ``lora_A/B.default``). We merge LoRA
 (:func:`~rrsis_geo.nn.rsrefseg2.merge_lora`), rename the authors' modules to ours and write
 ``model.safetensors`` + ``config.json`` with :meth:`RSRefSeg2.save_pretrained`; the config
-records the hub ids of the base weights (SigLIP 2, SAM 2.1).
+records the hub ids of the base weights (SigLIP 2, SAM 2.1). A file that leaves the towers'
+frozen weights out (only adapters, prompter and SAM's decoder) is completed from those hub ids
+(found in the Hugging Face cache or a local folder, or fetched): the converted folder holds
+every weight and loads offline.
 
 Name map (authors -> ours):
 
@@ -30,6 +33,7 @@ Name map (authors -> ours):
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +47,8 @@ from rrsis_geo.nn.rsrefseg2 import RSRefSeg2, RSRefSeg2Config, merge_lora, named
 __all__ = ["author_key_to_ours", "convert_rsrefseg2", "read_author_state"]
 
 SAM = "backbone.model."
+TOWERS = ("sam.vision_encoder.", "siglip.")
+"""Our parameters of the towers LoRA adapts: frozen in training, a file may leave them out."""
 _DROPPED = re.compile(
     r"^(data_preprocessor\.|decode_head\.logit_(scale|bias)1$|clip_vision_encoder\.model\.head\.)"
 )
@@ -143,22 +149,30 @@ def _sam_mlps(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return renamed
 
 
-def to_our_state(author_state: dict[str, torch.Tensor], alpha: float, r: int) -> dict[str, Any]:
-    """Merge LoRA and rename the authors' tensors to our module names.
+def to_our_state(
+    author_state: dict[str, torch.Tensor],
+    alpha: float,
+    r: int,
+    base_weight: Callable[[str], torch.Tensor] | None = None,
+) -> dict[str, Any]:
+    """Rename the authors' tensors to our module names and merge LoRA.
+
+    Args:
+        author_state: The authors' tensors.
+        alpha: LoRA alpha.
+        r: LoRA rank.
+        base_weight: Our weight of a given name from the base models, for adapters whose
+            frozen base layer the file left out.
 
     Raises:
-        InputError: Keys of no known module (named).
+        InputError: Keys of no known module (named), or adapters without a base layer.
     """
-    try:
-        merged = merge_lora(author_state, alpha, r)
-    except ValueError as error:
-        raise InputError(f"LoRA layout not understood: {error}") from None
     state: dict[str, torch.Tensor] = {}
     unknown = []
     points: dict[int, torch.Tensor] = {}
-    for key, value in merged.items():
+    for key, value in author_state.items():
         try:
-            ours = author_key_to_ours(key)
+            ours = author_key_to_ours(key.replace("base_model.model.", ""))
         except KeyError:
             unknown.append(key)
             continue
@@ -183,7 +197,39 @@ def to_our_state(author_state: dict[str, torch.Tensor], alpha: float, r: int) ->
         )
     if "sam.no_memory_embedding" in state:  # SAM 2: (1, 1, C); the same in transformers
         state["sam.no_memory_embedding"] = state["sam.no_memory_embedding"].reshape(1, 1, -1)
-    return _sam_mlps(state)
+    try:
+        return merge_lora(_sam_mlps(state), alpha, r, base_weight)
+    except ValueError as error:
+        raise InputError(f"LoRA layout not understood: {error}") from None
+
+
+class _BaseWeights:
+    """SAM 2.1's and SigLIP 2's own weights, loaded from the config's sources when first asked.
+
+    The authors' file may leave the frozen base weights out (they come from the hub ids); a
+    converted folder holds every weight, so they are found (Hugging Face cache, local folder)
+    or fetched once, here.
+    """
+
+    def __init__(self, config: RSRefSeg2Config) -> None:
+        self.config = config
+        self._state: dict[str, torch.Tensor] | None = None
+
+    def __call__(self, key: str) -> torch.Tensor:
+        return self.state([key])[key]
+
+    def state(self, keys: list[str]) -> dict[str, torch.Tensor]:
+        """The base weights (``keys`` name, in errors, what the file lacked)."""
+        if self._state is None:
+            sources = (self.config.sam.source, self.config.siglip.source)
+            lacking = f"the source lacks base weights ({', '.join(sorted(keys)[:3])}...)"
+            if not all(sources):
+                raise InputError(f"{lacking} and the config names no hub id for them")
+            try:
+                self._state = RSRefSeg2(self.config, pretrained=True).state_dict()
+            except InputError as error:
+                raise InputError(f"{lacking}; {error}") from None
+        return self._state
 
 
 def convert_rsrefseg2(
@@ -211,8 +257,14 @@ def convert_rsrefseg2(
     """
     source, target = Path(source), Path(target)
     config = named_config(config) if isinstance(config, str) else config
-    state = to_our_state(read_author_state(source, trust_pickle), config.lora_alpha, config.lora_r)
+    base = _BaseWeights(config)
+    author_state = read_author_state(source, trust_pickle)
+    state = to_our_state(author_state, config.lora_alpha, config.lora_r, base)
     model = RSRefSeg2(config, pretrained=False)
+    lacking = [k for k in model.state_dict() if k not in state and k.startswith(TOWERS)]
+    if lacking:
+        base_state = base.state(lacking)
+        state.update({key: base_state[key] for key in lacking})
     fill_strictly(model, state, str(source), config.name, shapes_from=config.name)
     tokenizer = tokenizer if tokenizer is not None else load_tokenizer(config.text)
     return model.save_pretrained(target, tokenizer=tokenizer)

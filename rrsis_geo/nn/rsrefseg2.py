@@ -42,6 +42,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -743,9 +744,13 @@ def _siglip_config(spec: SiglipSpec) -> Any:
 
 
 def _build(kind: Any, config: Any, source: str | None, pretrained: bool) -> Any:
-    if pretrained and source:
+    if not (pretrained and source):
+        return kind(config)
+    try:
         return kind.from_pretrained(source, config=config)
-    return kind(config)
+    except OSError as error:  # not in the Hugging Face cache, not reachable, not a folder
+        first = str(error).strip().splitlines()[0]
+        raise InputError(f"base weights {source}: {first}") from None
 
 
 # Parameters of SAM 2.1 the RSRefSeg 2 path never reaches: point and box prompts, the prompt
@@ -969,7 +974,10 @@ def apply_lora(model: RSRefSeg2, r: int | None = None, alpha: int | None = None)
 
 
 def merge_lora(
-    state_dict: dict[str, torch.Tensor], alpha: float, r: int
+    state_dict: dict[str, torch.Tensor],
+    alpha: float,
+    r: int,
+    base_weight: Callable[[str], torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Merge PEFT LoRA tensors into plain weights: ``W + (alpha / r) B A``.
 
@@ -977,6 +985,13 @@ def merge_lora(
     ``<m>.lora_B.default.weight`` becomes ``<m>.weight`` (``base_layer.bias`` becomes
     ``<m>.bias``); linear layers and convolutions (peft's ``A``: the kernel, ``B``: 1 x 1) are
     handled. PEFT's ``base_model.model.`` wrapper segments are removed from every name.
+
+    Args:
+        state_dict: The tensors, adapters included.
+        alpha: LoRA alpha.
+        r: LoRA rank.
+        base_weight: ``W`` of a module (by its ``<m>.weight`` name) whose adapters are in
+            ``state_dict`` but whose base layer is not (a file without the frozen weights).
 
     Raises:
         ValueError: A LoRA tensor without its base weight or partner.
@@ -1000,6 +1015,16 @@ def merge_lora(
         elif key.endswith(".base_layer.bias"):
             key = key[: -len("base_layer.bias")] + "bias"
         merged[key.replace("base_model.model.", "")] = value
+    # Adapters whose base layer the file left out: W comes from the base model.
+    for key in sorted(k for k in lora if k.endswith(".lora_A.default.weight")):
+        module = key[: -len("lora_A.default.weight")]
+        if base_weight is None or f"{module}lora_B.default.weight" not in lora:
+            break
+        down, up = lora.pop(key), lora.pop(f"{module}lora_B.default.weight")
+        name = f"{module}weight".replace("base_model.model.", "")
+        weight = base_weight(name)
+        delta = _lora_delta(down.float(), up.float())
+        merged[name] = (weight.float() + scale * delta).to(weight.dtype)
     if lora:
         raise ValueError(f"LoRA tensors without a base layer: {', '.join(sorted(lora)[:5])}")
     return merged

@@ -1,5 +1,6 @@
 """Importing the RSRefSeg 2 authors' checkpoint: a synthetic file with the released layout."""
 
+import dataclasses
 import re
 
 import pytest
@@ -90,6 +91,24 @@ def authors_state(state):
     return released
 
 
+def tie_positions(model):
+    """SAM 2 has one position matrix; transformers' random init draws two: make them one."""
+    with torch.no_grad():
+        model.sam.shared_image_embedding.positional_embedding.copy_(
+            model.sam.prompt_encoder.shared_embedding.positional_embedding
+        )
+    return model
+
+
+def random_adapters(model):
+    """Non-zero LoRA adapters (peft starts B at zero), so that merging them changes weights."""
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if ".lora_" in name:
+                parameter.normal_(0, 0.1)
+    return model
+
+
 @pytest.fixture(scope="module")
 def config():
     return named_config("rsrefseg2-tiny")
@@ -105,15 +124,8 @@ def adapted(config):
     """A LoRA-adapted tiny model with non-zero adapters, and its merged plain twin."""
     torch.manual_seed(0)
     # PyTorch's default initialisation: logits of order one, where 1e-5 means something.
-    model = apply_lora(reinitialised(RSRefSeg2(config))).eval()
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            if ".lora_" in name:
-                parameter.normal_(0, 0.1)
-        # SAM 2 has one position matrix; transformers' random init draws two.
-        model.sam.shared_image_embedding.positional_embedding.copy_(
-            model.sam.prompt_encoder.shared_embedding.positional_embedding
-        )
+    model = apply_lora(tie_positions(reinitialised(RSRefSeg2(config)))).eval()
+    random_adapters(model)
     plain = RSRefSeg2(config, pretrained=False).eval()
     plain.load_state_dict(merge_lora(model.state_dict(), 16, 16), strict=True)
     return model, plain
@@ -223,3 +235,45 @@ def test_rrsis_models_convert_then_segment_through_the_cli(tmp_path):
     segmented = rrsis("segment", scene, "the bright field", "-m", target, "-o", out)
     assert segmented.returncode == 0, segmented.stderr
     assert out.exists()
+
+
+def test_a_file_without_the_frozen_tower_weights_is_completed_from_their_sources(
+    config, tokenizer, tmp_path
+):
+    torch.manual_seed(3)
+    model = reinitialised(RSRefSeg2(config)).eval()
+    tie_positions(model)
+    # The base models as their hub ids would give them, here local folders.
+    model.sam.save_pretrained(tmp_path / "sam2.1")
+    model.siglip.save_pretrained(tmp_path / "siglip2")
+    sourced = dataclasses.replace(
+        config,
+        sam=dataclasses.replace(config.sam, source=str(tmp_path / "sam2.1")),
+        siglip=dataclasses.replace(config.siglip, source=str(tmp_path / "siglip2")),
+    )
+    apply_lora(model)
+    random_adapters(model)
+    released = authors_state(model.state_dict())
+    frozen = [
+        key
+        for key in released
+        if key.startswith(("backbone.model.image_encoder.", "clip_")) and ".lora_" not in key
+    ]
+    assert any(key.endswith("attn.qkv.base_layer.weight") for key in frozen)
+    torch.save(
+        {"state_dict": {k: v for k, v in released.items() if k not in frozen}}, tmp_path / "a.pth"
+    )
+
+    folder = convert_rsrefseg2(tmp_path / "a.pth", tmp_path / "ours", True, sourced, tokenizer)
+    loaded, _ = RSRefSeg2.from_pretrained(folder)
+    with torch.no_grad():
+        expected = model(*_inputs(tokenizer)).mask_logits
+        assert expected.std() > 0.01
+        torch.testing.assert_close(
+            loaded(*_inputs(tokenizer)).mask_logits, expected, atol=1e-5, rtol=0
+        )
+    with pytest.raises(
+        InputError, match=r"lacks base weights \(.*\) and the config names no hub id"
+    ):
+        convert_rsrefseg2(tmp_path / "a.pth", tmp_path / "refused", True, config, tokenizer)
+    assert not (tmp_path / "refused").exists()
