@@ -8,7 +8,7 @@ its model class and its named configs are (imported only when used, so listing t
 cheap), and what it is.
 
 A family's model class provides ``from_pretrained(folder, document, sha256)`` (load a local
-checkpoint, returning the model and its tokenizer), ``config_from_dict(values)``,
+checkpoint, returning the model and its tokenizer), ``config_class``,
 ``summary(config)`` (what inference reads from a config, for ``rrsis models``),
 ``from_config(config, pretrained)`` and ``save_pretrained(folder, ...)``.
 """
@@ -235,7 +235,7 @@ def describe(name_or_path: str, revision: str | None = None) -> dict[str, Any]:
     folder = resolve_checkpoint(name_or_path, revision)
     document = read_checkpoint_config(folder)
     entry = architecture(document["architecture"])
-    config = entry.model_class().config_from_dict(document["config"])
+    config = _joined_config(entry, document)
     weights = dict(document.get("weights") or {})
     path = folder / weights.get("file", WEIGHTS_FILE)
     pinned = weights.get("sha256")
@@ -264,12 +264,18 @@ def list_models() -> list[dict[str, Any]]:
     for name in shipped_model_names():
         document = read_checkpoint_config(SHIPPED_MODELS / name)
         entry = architecture(document["architecture"])
-        config = entry.model_class().config_from_dict(document["config"])
+        config = _joined_config(entry, document)
         rows.append(_row(name, "trained", entry, config))
     for entry in ARCHITECTURES.values():
         for name, build in entry.named_configs().items():
             rows.append(_row(name, "config", entry, build()))
     return rows
+
+
+def _joined_config(entry: Architecture, document: dict[str, Any]) -> Any:
+    from rrsis_geo.nn.family import joined_config
+
+    return joined_config(entry.model_class().config_class, document)
 
 
 def _row(name: str, kind: str, entry: Architecture, config: Any) -> dict[str, Any]:

@@ -10,7 +10,6 @@ unexpected or misshapen tensor, naming it.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from rrsis_geo.checkpoints import (
 )
 from rrsis_geo.errors import InputError
 from rrsis_geo.geo.writers import atomic_output
+from rrsis_geo.nn.family import joined_config, split_config
 
 __all__ = [
     "TEXT_PREFIX",
@@ -53,7 +53,7 @@ def save_checkpoint(
     """Write ``config.json``, ``model.safetensors`` and ``tokenizer/`` of ``model``.
 
     Args:
-        model: The network; ``model.config`` has ``to_dict()`` and ``metadata()``.
+        model: The network; ``model.config`` is its family's config dataclass.
         folder: Created if missing; existing files of a checkpoint are replaced.
         architecture: The name the registry dispatches on.
         tokenizer: The tokenizer to store.
@@ -78,14 +78,14 @@ def save_checkpoint(
     with atomic_output(folder / WEIGHTS_FILE, overwrite=True) as temporary:
         save_file(state, str(temporary), metadata={"format": "pt"})
     tokenizer.save_pretrained(str(folder / TOKENIZER_DIR))
-    config: Any = model.config
+    architecture_config, pretrained = split_config(model.config)
     document = {
         "architecture": architecture,
         "format_version": FORMAT_VERSION,
-        "config": config.to_dict(),
+        "config": architecture_config,
         # What the scene pipeline reads (normalization, bands, tile size, threshold...): its
         # own block, whatever the family.
-        "pretrained": config.metadata().to_dict(),
+        "pretrained": pretrained,
         "weights": {
             "file": WEIGHTS_FILE,
             "sha256": file_sha256(folder / WEIGHTS_FILE),
@@ -100,10 +100,7 @@ def save_checkpoint(
 
 
 def family_config(
-    folder: Path,
-    document: dict[str, Any] | None,
-    architecture: str,
-    from_dict: Callable[[dict[str, Any]], Any],
+    folder: Path, document: dict[str, Any] | None, architecture: str, config_class: Any
 ) -> tuple[dict[str, Any], Any]:
     """A checkpoint's ``config.json`` and its family's config, checked to be ``architecture``.
 
@@ -111,7 +108,8 @@ def family_config(
         folder: The checkpoint folder.
         document: Its ``config.json`` when the caller read it already (else read here).
         architecture: The family the caller loads.
-        from_dict: The family's config from its ``config`` entry.
+        config_class: The family's config class (its ``from_dict`` builds it from both blocks,
+            :func:`~rrsis_geo.nn.family.joined_config`).
 
     Raises:
         InputError: Not a checkpoint, another architecture, or an invalid config.
@@ -122,7 +120,7 @@ def family_config(
             f"{folder / CONFIG_FILE}: a {document['architecture']} checkpoint, not {architecture}"
         )
     try:
-        return document, from_dict(document["config"])
+        return document, joined_config(config_class, document)
     except (KeyError, TypeError, ValueError) as error:
         raise InputError(f"{folder / CONFIG_FILE}: invalid config ({error})") from None
 

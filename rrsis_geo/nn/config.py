@@ -163,9 +163,7 @@ class CroBIMConfig:
 
     def metadata(self, sha256: str | None = None) -> ModelMetadata:
         """What the scene pipeline needs to know about a model of this config."""
-        return pretrained_of(
-            self, sha256, vocabulary=self.vocabulary, category_areas_m2=dict(self.category_areas_m2)
-        )
+        return pretrained_of(self, sha256)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""

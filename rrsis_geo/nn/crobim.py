@@ -123,6 +123,9 @@ class CroBIM(nn.Module):
         text: An already built text encoder to use instead of building one from ``config``.
     """
 
+    config_class = CroBIMConfig
+    """Its config: ``from_dict``, ``to_dict``, the inference fields."""
+
     def __init__(
         self, config: CroBIMConfig, pretrained: bool = True, text: TextEncoder | None = None
     ) -> None:
@@ -334,7 +337,7 @@ class CroBIM(nn.Module):
             InputError: Missing, corrupted or mismatched checkpoints.
         """
         folder = Path(folder)
-        document, config = family_config(folder, document, ARCHITECTURE, CroBIMConfig.from_dict)
+        document, config = family_config(folder, document, ARCHITECTURE, CroBIMConfig)
         weights_path = weights_of(folder, document, sha256)
         text_from_source = document.get("weights", {}).get("text_encoder") == "from_source"
         # Inference never falls back to random weights: a missing source is an error. Built
@@ -343,11 +346,6 @@ class CroBIM(nn.Module):
         model = _build_for_checkpoint(cls, config, text)
         load_strictly(model, weights_path, config.name, skip_text=text_from_source)
         return model.eval(), checkpoint_tokenizer(folder, document, config.text)
-
-    @staticmethod
-    def config_from_dict(values: dict[str, Any]) -> CroBIMConfig:
-        """The config of a checkpoint's ``config.json`` ``config`` entry."""
-        return CroBIMConfig.from_dict(values)
 
     @staticmethod
     def summary(config: CroBIMConfig) -> dict[str, Any]:

@@ -261,6 +261,9 @@ class LGCE(nn.Module):
         text: An already built text encoder to use instead of building one from ``config``.
     """
 
+    config_class = LGCEConfig
+    """Its config: ``from_dict``, ``to_dict``, the inference fields."""
+
     def __init__(
         self, config: LGCEConfig, pretrained: bool = True, text: TextEncoder | None = None
     ) -> None:
@@ -395,7 +398,7 @@ class LGCE(nn.Module):
             InputError: Missing, corrupted or mismatched checkpoints.
         """
         folder = Path(folder)
-        document, config = family_config(folder, document, ARCHITECTURE, LGCEConfig.from_dict)
+        document, config = family_config(folder, document, ARCHITECTURE, LGCEConfig)
         weights_path = weights_of(folder, document, sha256)
         text_from_source = document.get("weights", {}).get("text_encoder") == "from_source"
         # Inference never falls back to random weights: a missing text source is an error.
@@ -403,11 +406,6 @@ class LGCE(nn.Module):
         model = cls(config, pretrained=False, text=text)
         load_strictly(model, weights_path, config.name, skip_text=text_from_source)
         return model.eval(), checkpoint_tokenizer(folder, document, config.text)
-
-    @staticmethod
-    def config_from_dict(values: dict[str, Any]) -> LGCEConfig:
-        """The config of a checkpoint's ``config.json`` ``config`` entry."""
-        return LGCEConfig.from_dict(values)
 
     @staticmethod
     def summary(config: LGCEConfig) -> dict[str, Any]:

@@ -772,6 +772,9 @@ class RSRefSeg2(nn.Module):
             checkpoint provides every weight).
     """
 
+    config_class = RSRefSeg2Config
+    """Its config: ``from_dict``, ``to_dict``, the inference fields."""
+
     def __init__(self, config: RSRefSeg2Config, pretrained: bool = True) -> None:
         from transformers import Sam2Model, SiglipModel
 
@@ -904,16 +907,11 @@ class RSRefSeg2(nn.Module):
             InputError: Missing, corrupted or mismatched checkpoints.
         """
         folder = Path(folder)
-        document, config = family_config(folder, document, ARCHITECTURE, RSRefSeg2Config.from_dict)
+        document, config = family_config(folder, document, ARCHITECTURE, RSRefSeg2Config)
         weights_path = weights_of(folder, document, sha256)
         model = cls(config, pretrained=False)
         load_strictly(model, weights_path, config.name)
         return model.eval(), checkpoint_tokenizer(folder, document, config.text)
-
-    @staticmethod
-    def config_from_dict(values: dict[str, Any]) -> RSRefSeg2Config:
-        """The config of a checkpoint's ``config.json`` ``config`` entry."""
-        return RSRefSeg2Config.from_dict(values)
 
     @staticmethod
     def summary(config: RSRefSeg2Config) -> dict[str, Any]:

@@ -42,7 +42,7 @@ DEFAULT = "default"  # no --model: the shipped default model
 ABSENT = "absent"  # a model folder that does not exist: the row must fail before loading it
 OUTPUTS = ("p.tif", "p.gpkg")
 DEFAULT_CONFIG = json.loads((SHIPPED_MODELS / DEFAULT_MODEL / "config.json").read_text())
-DEFAULT_GSD = DEFAULT_CONFIG["config"]["gsd"]
+DEFAULT_GSD = DEFAULT_CONFIG["pretrained"]["gsd"]
 
 
 # Scenes, written through rasterio into the row's input folder.

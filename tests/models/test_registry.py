@@ -78,6 +78,9 @@ def test_the_pretrained_block_is_what_the_pipeline_reads(tiny_config, tmp_path):
     )
     document = json.loads((folder / "config.json").read_text())
     assert document["pretrained"] == json.loads(json.dumps(tiny_config.metadata().to_dict()))
+    # Each value in one place: the architecture block holds none of the pretrained config.
+    inference = {"threshold", "input_size", "normalization", "tile_overlap", "gsd", "vocabulary"}
+    assert not inference & set(document["config"]) and "dim" in document["config"]
     loaded = from_pretrained(folder)
     assert loaded.metadata == tiny_config.metadata(loaded.checkpoint.sha256)
     assert ModelMetadata.from_dict(document["pretrained"]) == tiny_config.metadata()
@@ -85,6 +88,7 @@ def test_the_pretrained_block_is_what_the_pipeline_reads(tiny_config, tmp_path):
     document["pretrained"]["threshold"] = 0.35  # the block, not the architecture, decides
     (folder / "config.json").write_text(json.dumps(document))
     assert CroBIMPredictor.from_pretrained(folder, device="cpu").metadata.threshold == 0.35
+    assert from_pretrained(folder).model.config.threshold == 0.35  # rrsis eval reads this
     document["pretrained"]["colour"] = "red"
     (folder / "config.json").write_text(json.dumps(document))
     with pytest.raises(InputError, match=r"invalid pretrained block .*colour"):

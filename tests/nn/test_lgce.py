@@ -9,6 +9,7 @@ from safetensors.torch import load_file, save_file
 from rrsis_geo.errors import InputError
 from rrsis_geo.nn.config import TextEncoderConfig
 from rrsis_geo.nn.encoders import load_tokenizer
+from rrsis_geo.nn.family import joined_config
 from rrsis_geo.nn.lgce import LGCE, LanguageGate
 from rrsis_geo.nn.lgce_config import NAMED_CONFIGS, LGCEConfig, SwinConfig
 
@@ -126,8 +127,8 @@ def test_round_trip_gives_identical_logits(tiny_lgce_config, tokenizer, tmp_path
     folder = model.save_pretrained(tmp_path / "ckpt", tokenizer)
     document = json.loads((folder / "config.json").read_text())
     assert document["architecture"] == "lgce"
-    assert LGCE.config_from_dict(document["config"]) == tiny_lgce_config
-    assert document["pretrained"]["tile_size"] == SIZE
+    assert joined_config(LGCE.config_class, document) == tiny_lgce_config
+    assert document["pretrained"]["tile_size"] == SIZE and "input_size" not in document["config"]
     loaded, loaded_tokenizer = LGCE.from_pretrained(folder)
     inputs = (_images(), *_tokens(loaded_tokenizer, 12))
     with torch.no_grad():
@@ -149,7 +150,7 @@ def test_a_missing_key_is_named(tiny_lgce_config, tokenizer, tmp_path):
 @pytest.mark.parametrize("name", sorted(NAMED_CONFIGS))
 def test_named_configs_survive_json(name):
     config = NAMED_CONFIGS[name]()
-    again = LGCE.config_from_dict(json.loads(json.dumps(config.to_dict())))
+    again = LGCE.config_class.from_dict(json.loads(json.dumps(config.to_dict())))
     assert again == config
     summary = LGCE.summary(config)
     assert summary["tile_size"] == config.input_size and summary["max_tokens"] == 20
