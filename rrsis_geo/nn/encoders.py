@@ -188,10 +188,14 @@ class TextEncoder(nn.Module):
                 )
                 self.model = AutoModel.from_config(_offline_config(source), add_pooling_layer=False)
         else:
-            try:
-                model_config = AutoConfig.from_pretrained(source)
-            except OSError:
-                model_config = _offline_config(source)
+            # The architecture only: a well-known one needs no hub request (none can be made
+            # offline, and a blocked network costs retries).
+            model_config = _known_config(source)
+            if model_config is None:
+                try:
+                    model_config = AutoConfig.from_pretrained(source)
+                except OSError:
+                    model_config = _offline_config(source)
             self.model = AutoModel.from_config(model_config, add_pooling_layer=False)
         self.dim: int = int(self.model.config.hidden_size)
         if not config.trainable:
@@ -207,10 +211,22 @@ class TextEncoder(nn.Module):
         return output.last_hidden_state
 
 
-def _offline_config(source: str) -> Any:
-    """The architecture of well-known hub encoders, for building them without the hub."""
+def _known_config(source: str) -> Any:
+    """The architecture of a well-known hub encoder, or None."""
     from transformers import BertConfig
 
-    if "bert-base-uncased" in source:
+    if source.endswith("bert-base-uncased"):
         return BertConfig()  # the defaults are BERT-base-uncased
-    raise InputError(f"text encoder {source!r} is not available offline")
+    return None
+
+
+def _offline_config(source: str) -> Any:
+    """The architecture of well-known hub encoders, for building them without the hub.
+
+    Raises:
+        InputError: For any other encoder.
+    """
+    known = _known_config(source)
+    if known is None:
+        raise InputError(f"text encoder {source!r} is not available offline")
+    return known

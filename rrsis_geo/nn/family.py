@@ -24,6 +24,7 @@ __all__ = [
     "pretrained_of",
     "split_config",
     "summary_of",
+    "weight_source",
 ]
 
 Config = TypeVar("Config")
@@ -97,7 +98,20 @@ def joined_config(config_class: Any, document: dict[str, Any]) -> Any:
     return config_class.from_dict(values)
 
 
-def summary_of(config: Any, text: Any, vision: str, text_name: str) -> dict[str, Any]:
+def weight_source(name: str, weights: str | None) -> str | None:
+    """Where an encoder's weights come from; None when it starts random.
+
+    A ``package:`` source, else the encoder's own name (timm, a hub id or a folder); ``weights``
+    None or ``"random"`` means random.
+    """
+    if not weights or weights == "random":
+        return None
+    return weights if weights.startswith("package:") else name
+
+
+def summary_of(
+    config: Any, text: Any, vision: str, text_name: str, sources: tuple[str | None, ...]
+) -> dict[str, Any]:
     """What ``rrsis models`` shows of a config: its inference fields, tokens and encoders.
 
     Args:
@@ -105,8 +119,11 @@ def summary_of(config: Any, text: Any, vision: str, text_name: str) -> dict[str,
         text: Its tokenizer's settings (``max_tokens``, ``tokenizer``, ``name``).
         vision: The image encoder, in words.
         text_name: The text encoder, in words.
+        sources: Where its pretrained weights come from (hub ids, timm names, packages; None
+            for a part that starts random).
     """
     return {
+        "sources": [source for source in sources if source],
         "bands": config.in_channels,
         "normalization": config.normalization.to_dict(),
         "gsd": config.gsd,

@@ -921,6 +921,7 @@ class RSRefSeg2(nn.Module):
             config.text,
             f"SAM 2.1 ({config.sam.source or 'random'})",
             f"SigLIP 2 ({config.siglip.source or 'random'})",
+            (config.sam.source, config.siglip.source),
         )
 
 

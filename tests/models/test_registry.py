@@ -61,6 +61,13 @@ def test_list_models_reads_every_architecture():
     assert rows[DEFAULT_MODEL]["kind"] == "trained" and rows[DEFAULT_MODEL]["default"]
     assert {row["architecture"] for row in rows.values()} == set(ARCHITECTURES)
     assert rows["crobim-swinb"]["tile_size"] == 480
+    # What each needs: its weights' sources, its size, their licences.
+    large = rows["rsrefseg2-so400m-large"]
+    assert large["sources"] == ["facebook/sam2.1-hiera-large", "google/siglip2-so400m-patch16-512"]
+    assert large["licences"] == ["Apache-2.0"] and large["parameters"] > 1_000_000_000
+    assert rows["crobim-swinb"]["licences"] == ["Apache-2.0", "MIT"]  # BERT, Swin
+    default = create_model("crobim-lite", pretrained=False)
+    assert rows["crobim-lite"]["parameters"] == sum(p.numel() for p in default.parameters())
 
 
 def test_an_architecture_registers_once():
