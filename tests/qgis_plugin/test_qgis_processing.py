@@ -93,6 +93,36 @@ def test_segment_runs_through_processing_and_loads_styled_layers(
     assert "Traceback" not in report["stderr"]
 
 
+def test_a_checkpoint_of_another_family_runs_through_processing(
+    run_in_qgis, real_rasters, tmp_path
+):
+    # The provider hands the model to rrsis, which dispatches on the checkpoint's architecture:
+    # an RSRefSeg 2 (tiny, random) checkpoint folder runs as the default CroBIM does.
+    from rrsis_geo.nn.rsrefseg2 import RSRefSeg2
+
+    checkpoint = RSRefSeg2.from_config("rsrefseg2-tiny").save_pretrained(tmp_path / "rsrefseg2")
+    scene = real_rasters / "RGB.byte.tif"
+    report = run_in_qgis(
+        "rrsis:segment",
+        {
+            "INPUT": scene,
+            "EXPRESSION": "the river",
+            "MODEL": checkpoint,
+            "STRATEGY": 1,
+            "OUTPUT_RASTER": tmp_path / "river.tif",
+            "OUTPUT_POLYGONS": tmp_path / "river.gpkg",
+        },
+    )
+    assert "error" not in report, report["error"]
+    (command,) = _commands(report)
+    assert f" --model {checkpoint} " in command
+    assert report["results"]["MODEL_NAME"] == "rsrefseg2-tiny"
+    raster = report["outputs"]["OUTPUT_RASTER"]
+    assert raster["valid"] and raster["crs"] == _crs(scene)
+    with rasterio.open(tmp_path / "river.tif") as written, rasterio.open(scene) as source:
+        assert (written.width, written.height) == (source.width, source.height)
+
+
 def test_candidates_output_is_written_and_loads_styled_by_rank(run_in_qgis, real_rasters, tmp_path):
     scene = real_rasters / "RGB.byte.tif"
     candidates = tmp_path / "layers" / "candidates.gpkg"  # a folder that does not exist yet
