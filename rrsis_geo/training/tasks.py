@@ -200,7 +200,11 @@ def overridden_config(config: TrainConfig) -> Any:
     values = named.to_dict()
     for key, value in config.model_overrides.items():
         part = getattr(named, key, None)
-        section = dataclasses.is_dataclass(part) and not isinstance(part, NormalizationSpec)
+        section = (
+            key in values
+            and dataclasses.is_dataclass(part)
+            and not isinstance(part, NormalizationSpec)
+        )
         values[key] = {**values[key], **value} if section and isinstance(value, dict) else value
     values["name"] = config.name
     try:

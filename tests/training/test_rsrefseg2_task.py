@@ -65,3 +65,23 @@ def test_lora_run_resumes_exactly(lora_config):
     assert sorted(got) == [1, 2, 3, 4]
     for step in (3, 4):
         assert got[step] == pytest.approx(expected[step], rel=1e-5, abs=1e-6), step
+
+
+def test_model_overrides_set_keys_of_a_section_and_name_unknown_ones():
+    from rrsis_geo.errors import InputError
+    from rrsis_geo.training.config import TrainConfig
+    from rrsis_geo.training.tasks import overridden_config
+
+    def resolved(overrides):
+        return overridden_config(
+            TrainConfig.from_dict({"model": "rsrefseg2-tiny", "model_overrides": overrides})
+        )
+
+    config = resolved({"siglip": {"max_tokens": 8}, "loss": {"dice": 2.0}, "lora_r": 4})
+    assert config.siglip.max_tokens == 8 and config.siglip.tokenizer  # the rest kept
+    assert (config.loss.dice, config.loss.bce, config.lora_r) == (2.0, 5.0, 4)
+    for unknown in ({"text": {"max_tokens": 8}}, {"colour": "red"}):
+        with pytest.raises(
+            InputError, match=f"unknown RSRefSeg 2 config keys: {next(iter(unknown))}"
+        ):
+            resolved(unknown)
