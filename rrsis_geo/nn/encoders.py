@@ -18,6 +18,7 @@ from torch import nn
 
 from rrsis_geo.errors import InputError, RrsisWarning
 from rrsis_geo.nn.config import TextEncoderConfig, VisionEncoderConfig
+from rrsis_geo.nn.efficientnet_lite import EfficientNetLite0Features
 
 __all__ = [
     "RandomInitWarning",
@@ -86,10 +87,28 @@ class VisionEncoder(nn.Module):
 
     def __init__(self, config: VisionEncoderConfig, pretrained: bool = True) -> None:
         super().__init__()
-        import timm
-
         self.config = config
         source = config.weights if pretrained else None
+        if config.name == "efficientnet_lite0" and not config.kwargs and source is None:
+            # A checkpoint's encoder (its weights come next), without importing timm: a second
+            # of every `rrsis segment`'s start-up (rrsis_geo.nn.efficientnet_lite). Building one
+            # to train keeps timm's, whose initialisation draws the random numbers it always did.
+            lite = EfficientNetLite0Features(tuple(config.out_indices))
+            self.backbone: Any = lite
+            self.channels, self.reductions = list(lite.channels), list(lite.reductions)
+            self._channels_last = False
+            return
+        self._create_timm(config, source)
+        if source == "package:efficientnet_lite0":
+            self._load_efficientnet_lite0()
+        info: Any = self.backbone.feature_info
+        self.channels = list(info.channels())
+        self.reductions = list(info.reduction())
+        self._channels_last = getattr(self.backbone, "output_fmt", "NCHW") == "NHWC"
+
+    def _create_timm(self, config: VisionEncoderConfig, source: str | None) -> None:
+        import timm
+
         hub = source == "timm"
         try:
             self.backbone = timm.create_model(
@@ -111,12 +130,6 @@ class VisionEncoder(nn.Module):
             self.backbone = timm.create_model(
                 config.name, features_only=True, out_indices=config.out_indices, **config.kwargs
             )
-        if source == "package:efficientnet_lite0":
-            self._load_efficientnet_lite0()
-        info: Any = self.backbone.feature_info
-        self.channels: list[int] = list(info.channels())
-        self.reductions: list[int] = list(info.reduction())
-        self._channels_last = getattr(self.backbone, "output_fmt", "NCHW") == "NHWC"
 
     def _load_efficientnet_lite0(self) -> None:
         import timm
