@@ -66,7 +66,7 @@ class CAPM(nn.Module):
         tokens_per_level = sum(s * s for s in self.pool_sizes)
         self.projections = nn.ModuleList(nn.Linear(c, text_dim) for c in vision_channels)
         self.position = nn.Parameter(torch.zeros(len(vision_channels), tokens_per_level, text_dim))
-        self.prompts = nn.Parameter(torch.randn(num_prompts, text_dim) * 0.02)
+        self.prompts = nn.Parameter(nn.init.normal_(torch.empty(num_prompts, text_dim), std=0.02))
         self.attention = nn.MultiheadAttention(
             text_dim, num_heads, dropout=dropout, batch_first=True
         )

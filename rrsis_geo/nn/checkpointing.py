@@ -9,7 +9,9 @@ unexpected or misshapen tensor, naming it.
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,7 @@ __all__ = [
     "checkpoint_tokenizer",
     "family_config",
     "fill_strictly",
+    "initialisation_skipped",
     "load_strictly",
     "save_checkpoint",
     "weights_of",
@@ -40,6 +43,45 @@ __all__ = [
 
 TEXT_PREFIX = "text."
 """Where a family keeps its text encoder (``model.text``), whose weights may stay at source."""
+
+
+_INITIALISERS = (
+    "uniform_",
+    "normal_",
+    "trunc_normal_",
+    "constant_",
+    "ones_",
+    "zeros_",
+    "kaiming_uniform_",
+    "kaiming_normal_",
+    "xavier_uniform_",
+    "xavier_normal_",
+    "orthogonal_",
+)
+
+
+@contextlib.contextmanager
+def initialisation_skipped() -> Iterator[None]:
+    """Build modules on the meta device with torch's initialisers turned into no-ops.
+
+    For a model whose every weight a checkpoint is about to fill: no memory, no random
+    numbers. A random initialiser on a meta tensor would also import ``torch._dynamo`` and
+    sympy (half a second of every ``rrsis segment``), which is why they are skipped rather
+    than run on meta. Not thread-safe: ``torch.nn.init`` is patched while the block runs.
+    """
+    saved = {name: getattr(nn.init, name) for name in _INITIALISERS}
+    for name in _INITIALISERS:
+        setattr(nn.init, name, _unchanged)
+    try:
+        with torch.device("meta"):
+            yield
+    finally:
+        for name, function in saved.items():
+            setattr(nn.init, name, function)
+
+
+def _unchanged(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+    return tensor
 
 
 def save_checkpoint(
@@ -152,7 +194,9 @@ def weights_of(folder: Path, document: dict[str, Any], sha256: str | None = None
     return path
 
 
-def load_strictly(model: nn.Module, path: Path, name: str, skip_text: bool = False) -> None:
+def load_strictly(
+    model: nn.Module, path: Path, name: str, skip_text: bool = False, assign: bool = False
+) -> None:
     """Fill ``model`` from a safetensors file; every key must match, shapes included.
 
     Args:
@@ -160,6 +204,7 @@ def load_strictly(model: nn.Module, path: Path, name: str, skip_text: bool = Fal
         path: The weights file.
         name: The model's name, for messages.
         skip_text: The file holds no text encoder weights (they came from their source).
+        assign: The model is on the meta device: its tensors become the file's.
 
     Raises:
         InputError: Unreadable file, missing or unexpected keys (named), or a shape mismatch.
@@ -171,7 +216,7 @@ def load_strictly(model: nn.Module, path: Path, name: str, skip_text: bool = Fal
         state: dict[str, torch.Tensor] = load_file(str(path))
     except (SafetensorError, OSError) as error:
         raise InputError(f"{path}: not readable safetensors ({error})") from None
-    fill_strictly(model, state, str(path), name, skip_text)
+    fill_strictly(model, state, str(path), name, skip_text, assign=assign)
 
 
 def fill_strictly(
@@ -181,6 +226,7 @@ def fill_strictly(
     name: str,
     skip_text: bool = False,
     shapes_from: str = CONFIG_FILE,
+    assign: bool = False,
 ) -> None:
     """Fill ``model`` from ``state``; every key must match, shapes included.
 
@@ -191,6 +237,8 @@ def fill_strictly(
         name: The model's name, for messages.
         skip_text: ``state`` holds no text encoder weights (they came from their source).
         shapes_from: What decided the model's shapes, for messages.
+        assign: Make the tensors the model's (cast to its dtypes) instead of copying into
+            its storage: for a model built on the meta device (:func:`initialisation_skipped`).
 
     Raises:
         InputError: Missing or unexpected keys (named), or a shape mismatch.
@@ -203,7 +251,12 @@ def fill_strictly(
             f"missing {_names(missing)}; unexpected {_names(unexpected)}"
         )
     try:
-        model.load_state_dict(state, strict=False)
+        if assign:
+            own = model.state_dict()
+            state = {
+                k: v.to(own[k].dtype) if v.is_floating_point() else v for k, v in state.items()
+            }
+        model.load_state_dict(state, strict=False, assign=assign)
     except RuntimeError as error:
         lines = [line.strip() for line in str(error).splitlines() if "size mismatch" in line]
         first = lines[0].rstrip(".") if lines else str(error).splitlines()[0]
@@ -213,13 +266,11 @@ def fill_strictly(
 
 def checkpoint_tokenizer(folder: Path, document: dict[str, Any], text_config: Any) -> Any:
     """The tokenizer stored in the checkpoint, else the one of its text encoder's config."""
-    from rrsis_geo.nn.encoders import load_tokenizer
+    from rrsis_geo.nn.encoders import load_tokenizer, tokenizer_of_folder
 
     tokenizer_dir = folder / document.get("tokenizer", TOKENIZER_DIR)
     if tokenizer_dir.is_dir():
-        from transformers import AutoTokenizer
-
-        return AutoTokenizer.from_pretrained(str(tokenizer_dir))
+        return tokenizer_of_folder(tokenizer_dir)
     return load_tokenizer(text_config)
 
 

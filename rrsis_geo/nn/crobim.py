@@ -35,6 +35,7 @@ from rrsis_geo.nn.checkpointing import (
     TEXT_PREFIX,
     checkpoint_tokenizer,
     family_config,
+    initialisation_skipped,
     load_strictly,
     save_checkpoint,
     weights_of,
@@ -343,8 +344,8 @@ class CroBIM(nn.Module):
         # Inference never falls back to random weights: a missing source is an error. Built
         # once, before the rest: a random text encoder that the source's replaces costs seconds.
         text = TextEncoder(config.text, pretrained=text_from_source, allow_random=False)
-        model = _build_for_checkpoint(cls, config, text)
-        load_strictly(model, weights_path, config.name, skip_text=text_from_source)
+        model, on_meta = _build_for_checkpoint(cls, config, text)
+        load_strictly(model, weights_path, config.name, text_from_source, assign=on_meta)
         return model.eval(), checkpoint_tokenizer(folder, document, config.text)
 
     @staticmethod
@@ -362,16 +363,21 @@ class CroBIM(nn.Module):
         )
 
 
-def _build_for_checkpoint(cls: type[CroBIM], config: CroBIMConfig, text: TextEncoder) -> CroBIM:
-    """A model whose every weight but ``text``'s the checkpoint is about to overwrite.
+def _build_for_checkpoint(
+    cls: type[CroBIM], config: CroBIMConfig, text: TextEncoder
+) -> tuple[CroBIM, bool]:
+    """A model whose every weight but ``text``'s the checkpoint is about to provide.
 
-    Everything but the text encoder is built on the meta device (no memory, no random
-    initialisation), then given uninitialised CPU storage that the strict checkpoint load fills
-    completely. A model with buffers that no checkpoint holds (non-persistent: computed in
-    ``__init__``, e.g. some timm backbones' position indexes) is built normally instead, since
-    uninitialised storage would stay garbage there.
+    Everything but the text encoder is built on the meta device, initialisers skipped (no
+    memory, no random numbers; :func:`initialisation_skipped`): the strict checkpoint load then
+    assigns its tensors. A model with buffers that no checkpoint holds (non-persistent:
+    computed in ``__init__``, e.g. some timm backbones' position indexes) is built normally
+    instead, since nothing would give them values.
+
+    Returns:
+        The model, and whether it is on the meta device (to be loaded with ``assign``).
     """
-    with torch.device("meta"):
+    with initialisation_skipped():
         model = cls(config, pretrained=False, text=text)
     saved = set(model.state_dict())
     unsaved = [
@@ -380,10 +386,5 @@ def _build_for_checkpoint(cls: type[CroBIM], config: CroBIMConfig, text: TextEnc
         if name not in saved and not name.startswith(TEXT_PREFIX)
     ]
     if unsaved:
-        return cls(config, pretrained=False, text=text)
-    for module in model.children():
-        if module is not text:
-            module.to_empty(device="cpu")
-    if any(t.is_meta for t in model.state_dict().values()):  # held by the model itself
-        return cls(config, pretrained=False, text=text)
-    return model
+        return cls(config, pretrained=False, text=text), False
+    return model, True

@@ -17,6 +17,8 @@ import torch
 from torch import nn
 
 from rrsis_geo.errors import InputError, RrsisWarning
+from rrsis_geo.nn.bert import BertArchitecture, load_plain_bert
+from rrsis_geo.nn.bert_tokenizer import LightBertTokenizer
 from rrsis_geo.nn.config import TextEncoderConfig, VisionEncoderConfig
 from rrsis_geo.nn.efficientnet_lite import EfficientNetLite0Features
 
@@ -26,6 +28,7 @@ __all__ = [
     "VisionEncoder",
     "load_tokenizer",
     "resolve_text_source",
+    "tokenizer_of_folder",
 ]
 
 
@@ -150,13 +153,29 @@ class VisionEncoder(nn.Module):
         return list(features)
 
 
-def load_tokenizer(config: TextEncoderConfig) -> Any:
-    """The tokenizer of a text encoder config, from local files only when offline."""
+def tokenizer_of_folder(source: str | Path) -> Any:
+    """The tokenizer of a folder or hub id: a plain BERT one without transformers.
+
+    BERT WordPiece tokenizers (the default model's) load with the ``tokenizers`` library only
+    (:class:`~rrsis_geo.nn.bert_tokenizer.LightBertTokenizer`, the same ids as transformers');
+    importing transformers costs a second of start-up. Any other through ``AutoTokenizer``.
+
+    Raises:
+        OSError: transformers found no tokenizer there.
+    """
+    light = LightBertTokenizer.from_folder(source) if Path(source).is_dir() else None
+    if light is not None:
+        return light
     from transformers import AutoTokenizer
 
+    return AutoTokenizer.from_pretrained(str(source))
+
+
+def load_tokenizer(config: TextEncoderConfig) -> Any:
+    """The tokenizer of a text encoder config, from local files only when offline."""
     source = resolve_text_source(config.tokenizer or config.name)
     try:
-        return AutoTokenizer.from_pretrained(source)
+        return tokenizer_of_folder(source)
     except OSError:
         if config.tokenizer is None and config.weights == "random":
             raise InputError(f"no tokenizer for {config.name}: set text.tokenizer") from None
@@ -180,11 +199,15 @@ class TextEncoder(nn.Module):
         self, config: TextEncoderConfig, pretrained: bool = True, allow_random: bool = True
     ) -> None:
         super().__init__()
-        from transformers import AutoConfig, AutoModel
-
         self.config = config
         source = resolve_text_source(config.name)
-        if pretrained and config.weights == "pretrained":
+        if pretrained and config.weights == "pretrained" and _plain_bert_folder(source):
+            # A local BERT (the default model's MiniLM) without importing transformers: the
+            # same weights and outputs (rrsis_geo.nn.bert), a second less of start-up.
+            self.model: Any = load_plain_bert(source)
+        elif pretrained and config.weights == "pretrained":
+            from transformers import AutoModel
+
             try:
                 self.model = AutoModel.from_pretrained(source, add_pooling_layer=False)
             except OSError as error:
@@ -201,6 +224,8 @@ class TextEncoder(nn.Module):
                 )
                 self.model = AutoModel.from_config(_offline_config(source), add_pooling_layer=False)
         else:
+            from transformers import AutoConfig, AutoModel
+
             # The architecture only: a well-known one needs no hub request (none can be made
             # offline, and a blocked network costs retries).
             model_config = _known_config(source)
@@ -222,6 +247,18 @@ class TextEncoder(nn.Module):
         """Encode embeddings ``(B, T, dim)`` with mask ``(B, T)`` -> features ``(B, T, dim)``."""
         output = self.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask)
         return output.last_hidden_state
+
+
+def _plain_bert_folder(source: str) -> bool:
+    """Whether ``source`` is a local folder of a plain BERT with safetensors weights."""
+    folder = Path(source)
+    if not (folder / "config.json").is_file() or not (folder / "model.safetensors").is_file():
+        return False
+    try:
+        BertArchitecture.from_config_json(folder / "config.json")
+    except ValueError:
+        return False
+    return True
 
 
 def _known_config(source: str) -> Any:

@@ -36,7 +36,7 @@ class SentenceQuery(nn.Module):
 
     def __init__(self, dim: int, num_heads: int = 8) -> None:
         super().__init__()
-        self.query = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
+        self.query = nn.Parameter(nn.init.normal_(torch.empty(1, 1, dim), std=0.02))
         self.attention = nn.MultiheadAttention(dim, num_heads, batch_first=True)
         self.norm = nn.LayerNorm(dim)
 

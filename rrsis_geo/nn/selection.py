@@ -223,6 +223,12 @@ def find_candidates(logits: torch.Tensor, max_candidates: int, ranks: bool = Fal
     return Candidates(masks, valid, geometry, centres)
 
 
+def _nearness_scales(num_heads: int) -> torch.Tensor:
+    # Computed on the CPU even while a model is built on the meta device, where linspace's
+    # checks import sympy (start-up); the checkpoint or training sets the values anyway.
+    return torch.linspace(0.0, 24.0, num_heads, device="cpu")
+
+
 class SelectorLayer(nn.Module):
     """Candidates attend to each other, to the words and to the visual tokens.
 
@@ -237,9 +243,7 @@ class SelectorLayer(nn.Module):
 
     def __init__(self, dim: int, num_heads: int, nearness: bool = False) -> None:
         super().__init__()
-        self.distance_slopes = (
-            nn.Parameter(torch.linspace(0.0, 24.0, num_heads)) if nearness else None
-        )
+        self.distance_slopes = nn.Parameter(_nearness_scales(num_heads)) if nearness else None
         self.attentions = nn.ModuleList(
             nn.MultiheadAttention(dim, num_heads, batch_first=True) for _ in range(3)
         )
