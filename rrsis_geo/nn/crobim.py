@@ -42,7 +42,7 @@ from rrsis_geo.nn.checkpointing import (
 )
 from rrsis_geo.nn.config import CroBIMConfig, named_config
 from rrsis_geo.nn.encoders import TextEncoder, VisionEncoder, load_tokenizer
-from rrsis_geo.nn.family import summary_of, weight_source
+from rrsis_geo.nn.family import encoders_summary
 from rrsis_geo.nn.heads import MaskHead, PresenceHead, SentenceQuery
 from rrsis_geo.nn.lgfa import LGFA, masked_mean
 from rrsis_geo.nn.mid import MID
@@ -351,16 +351,7 @@ class CroBIM(nn.Module):
     @staticmethod
     def summary(config: CroBIMConfig) -> dict[str, Any]:
         """What inference reads from a config, and the encoders, for ``rrsis models``."""
-        return summary_of(
-            config,
-            config.text,
-            config.vision.name,
-            config.text.name,
-            (
-                weight_source(config.vision.name, config.vision.weights),
-                weight_source(config.text.name, config.text.weights),
-            ),
-        )
+        return encoders_summary(config)
 
 
 def _build_for_checkpoint(

@@ -19,6 +19,7 @@ from rrsis_geo.pretrained import ModelMetadata
 __all__ = [
     "PRETRAINED_NAMES",
     "build_named",
+    "encoders_summary",
     "joined_config",
     "pretrained_fields",
     "pretrained_of",
@@ -136,3 +137,10 @@ def summary_of(
         "vision": vision,
         "text": text_name,
     }
+
+
+def encoders_summary(config: Any) -> dict[str, Any]:
+    """:func:`summary_of` a config with a ``vision`` and a ``text`` encoder (CroBIM, LGCE)."""
+    vision, text = config.vision, config.text
+    sources = (weight_source(vision.name, vision.weights), weight_source(text.name, text.weights))
+    return summary_of(config, text, vision.name, text.name, sources)

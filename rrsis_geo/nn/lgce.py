@@ -60,7 +60,7 @@ from rrsis_geo.nn.checkpointing import (
 )
 from rrsis_geo.nn.crobim import TextState
 from rrsis_geo.nn.encoders import RandomInitWarning, TextEncoder, load_tokenizer
-from rrsis_geo.nn.family import summary_of, weight_source
+from rrsis_geo.nn.family import encoders_summary
 from rrsis_geo.nn.lgce_config import LGCEConfig, SwinConfig, named_config
 from rrsis_geo.nn.lgfa import masked_mean
 
@@ -410,13 +410,4 @@ class LGCE(nn.Module):
     @staticmethod
     def summary(config: LGCEConfig) -> dict[str, Any]:
         """What inference reads from a config, and the encoders, for ``rrsis models``."""
-        return summary_of(
-            config,
-            config.text,
-            config.vision.name,
-            config.text.name,
-            (
-                weight_source(config.vision.name, config.vision.weights),
-                weight_source(config.text.name, config.text.weights),
-            ),
-        )
+        return encoders_summary(config)
