@@ -388,7 +388,8 @@ The default model's path now imports neither:
   imports torch._dynamo and sympy too.
 
 `rrsis segment`'s outputs are byte-identical to before. Other encoders (Swin, BERT-base from the
-hub, SigLIP 2, SAM 2.1) and training still use timm and transformers."""
+hub, SigLIP 2, SAM 2.1) still use timm and transformers; so does a crobim-lite built to train
+(timm's EfficientNet, whose random draws are unchanged)."""
 
 
 def main() -> None:
