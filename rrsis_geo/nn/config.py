@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rrsis_geo.geo.normalization import NormalizationSpec
-from rrsis_geo.nn.family import build_named, pretrained_of
+from rrsis_geo.nn.family import build_named, check_keys, pretrained_of
 from rrsis_geo.pretrained import ModelMetadata
 
 __all__ = [
@@ -172,10 +172,7 @@ class CroBIMConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CroBIMConfig:
         """Inverse of :meth:`to_dict`; unknown keys are an error that names them."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown CroBIM config keys: {', '.join(unknown)}")
+        check_keys(cls, data, "CroBIM")
         values = dict(data)
         values["vision"] = VisionEncoderConfig(**_tuples(values.get("vision", {})))
         values["text"] = TextEncoderConfig(**values.get("text", {}))

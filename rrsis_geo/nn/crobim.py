@@ -95,6 +95,14 @@ class TextState:
         )
 
 
+def text_pass(
+    text: TextEncoder, input_ids: torch.Tensor, attention_mask: torch.Tensor
+) -> TextState:
+    """A text encoder's pass over an expression: its word embeddings and features."""
+    embeddings = text.embed(input_ids)
+    return TextState(input_ids, attention_mask, embeddings, text(embeddings, attention_mask))
+
+
 @dataclass
 class CroBIMOutput:
     """Model outputs: ``mask_logits`` ``(B, S, S)`` and ``presence_logits`` ``(B,)``.
@@ -192,9 +200,7 @@ class CroBIM(nn.Module):
 
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> TextState:
         """The plain text pass: once per expression, whatever the number of images."""
-        embeddings = self.text.embed(input_ids)
-        features = self.text(embeddings, attention_mask)
-        return TextState(input_ids, attention_mask, embeddings, features)
+        return text_pass(self.text, input_ids, attention_mask)
 
     def forward(
         self,

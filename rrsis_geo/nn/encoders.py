@@ -26,6 +26,7 @@ __all__ = [
     "RandomInitWarning",
     "TextEncoder",
     "VisionEncoder",
+    "create_timm_model",
     "load_tokenizer",
     "resolve_text_source",
     "tokenizer_of_folder",
@@ -80,6 +81,28 @@ def load_state_in_order(model: nn.Module, tensors: list[torch.Tensor]) -> None:
     model.load_state_dict(state)
 
 
+def create_timm_model(name: str, from_hub: bool, **kwargs: Any) -> Any:
+    """``timm.create_model``, with its hub weights when ``from_hub``.
+
+    When the hub is out of reach the model starts random, with a :class:`RandomInitWarning`:
+    a model built to train still starts.
+    """
+    import timm
+
+    try:
+        return timm.create_model(name, pretrained=from_hub, **kwargs)
+    except Exception as error:  # timm raises several types when the hub is unreachable
+        if not from_hub:
+            raise
+        warnings.warn(
+            f"vision encoder {name}: pretrained weights unavailable "
+            f"({type(error).__name__}); using random initialisation",
+            RandomInitWarning,
+            stacklevel=3,
+        )
+        return timm.create_model(name, **kwargs)
+
+
 class VisionEncoder(nn.Module):
     """A timm backbone returning 4 feature maps (NCHW), finest first.
 
@@ -110,29 +133,13 @@ class VisionEncoder(nn.Module):
         self._channels_last = getattr(self.backbone, "output_fmt", "NCHW") == "NHWC"
 
     def _create_timm(self, config: VisionEncoderConfig, source: str | None) -> None:
-        import timm
-
-        hub = source == "timm"
-        try:
-            self.backbone = timm.create_model(
-                config.name,
-                features_only=True,
-                out_indices=config.out_indices,
-                pretrained=hub,
-                **config.kwargs,
-            )
-        except Exception as error:  # timm raises several types when the hub is unreachable
-            if not hub:
-                raise
-            warnings.warn(
-                f"vision encoder {config.name}: pretrained weights unavailable "
-                f"({type(error).__name__}); using random initialisation",
-                RandomInitWarning,
-                stacklevel=2,
-            )
-            self.backbone = timm.create_model(
-                config.name, features_only=True, out_indices=config.out_indices, **config.kwargs
-            )
+        self.backbone = create_timm_model(
+            config.name,
+            source == "timm",
+            features_only=True,
+            out_indices=config.out_indices,
+            **config.kwargs,
+        )
 
     def _load_efficientnet_lite0(self) -> None:
         import timm

@@ -19,6 +19,7 @@ from rrsis_geo.pretrained import ModelMetadata
 __all__ = [
     "PRETRAINED_NAMES",
     "build_named",
+    "check_keys",
     "encoders_summary",
     "joined_config",
     "pretrained_fields",
@@ -29,6 +30,17 @@ __all__ = [
 ]
 
 Config = TypeVar("Config")
+
+
+def check_keys(config_class: Any, data: Mapping[str, Any], family: str) -> None:
+    """Refuse keys a family's config dataclass does not have (``from_dict``'s first check).
+
+    Raises:
+        ValueError: Naming the unknown keys.
+    """
+    unknown = sorted(set(data) - {f.name for f in dataclasses.fields(config_class)})
+    if unknown:
+        raise ValueError(f"unknown {family} config keys: {', '.join(unknown)}")
 
 
 def build_named(configs: Mapping[str, Callable[[], Config]], name: str) -> Config:

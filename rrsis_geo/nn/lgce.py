@@ -42,7 +42,6 @@ Our choices (the paper text leaves them open or we depart on purpose):
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,8 +57,8 @@ from rrsis_geo.nn.checkpointing import (
     save_checkpoint,
     weights_of,
 )
-from rrsis_geo.nn.crobim import TextState
-from rrsis_geo.nn.encoders import RandomInitWarning, TextEncoder, load_tokenizer
+from rrsis_geo.nn.crobim import TextState, text_pass
+from rrsis_geo.nn.encoders import TextEncoder, create_timm_model, load_tokenizer
 from rrsis_geo.nn.family import encoders_summary
 from rrsis_geo.nn.lgce_config import LGCEConfig, SwinConfig, named_config
 from rrsis_geo.nn.lgfa import masked_mean
@@ -91,21 +90,8 @@ class SwinStages(nn.Module):
 
     def __init__(self, config: SwinConfig, pretrained: bool = True) -> None:
         super().__init__()
-        import timm
-
         hub = pretrained and config.weights == "timm"
-        try:
-            swin = timm.create_model(config.name, pretrained=hub, num_classes=0, **config.kwargs)
-        except Exception as error:  # timm raises several types when the hub is unreachable
-            if not hub:
-                raise
-            warnings.warn(
-                f"vision encoder {config.name}: pretrained weights unavailable "
-                f"({type(error).__name__}); using random initialisation",
-                RandomInitWarning,
-                stacklevel=2,
-            )
-            swin = timm.create_model(config.name, num_classes=0, **config.kwargs)
+        swin = create_timm_model(config.name, hub, num_classes=0, **config.kwargs)
         parts: Any = swin  # timm's Swin: patch_embed, layers (the 4 stages), feature_info
         self.patch_embed: nn.Module = parts.patch_embed
         self.stages = nn.ModuleList(parts.layers)
@@ -289,9 +275,7 @@ class LGCE(nn.Module):
 
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> TextState:
         """The text pass: once per expression, whatever the number of images."""
-        embeddings = self.text.embed(input_ids)
-        features = self.text(embeddings, attention_mask)
-        return TextState(input_ids, attention_mask, embeddings, features)
+        return text_pass(self.text, input_ids, attention_mask)
 
     def forward(
         self,

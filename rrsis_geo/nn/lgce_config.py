@@ -14,7 +14,7 @@ from typing import Any
 
 from rrsis_geo.geo.normalization import NormalizationSpec
 from rrsis_geo.nn.config import IMAGENET_MEAN, IMAGENET_STD, TextEncoderConfig
-from rrsis_geo.nn.family import build_named, pretrained_of
+from rrsis_geo.nn.family import build_named, check_keys, pretrained_of
 from rrsis_geo.pretrained import ModelMetadata
 
 __all__ = ["NAMED_CONFIGS", "LGCEConfig", "SwinConfig", "named_config"]
@@ -82,10 +82,7 @@ class LGCEConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LGCEConfig:
         """Inverse of :meth:`to_dict`; unknown keys are an error that names them."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown LGCE config keys: {', '.join(unknown)}")
+        check_keys(cls, data, "LGCE")
         values = dict(data)
         vision = dict(values.get("vision", {}))
         # JSON turns timm's tuple arguments (depths, num_heads) into lists; timm wants tuples.

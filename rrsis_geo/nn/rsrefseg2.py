@@ -62,7 +62,7 @@ from rrsis_geo.nn.checkpointing import (
 )
 from rrsis_geo.nn.config import IMAGENET_MEAN, IMAGENET_STD, TextEncoderConfig
 from rrsis_geo.nn.encoders import load_tokenizer
-from rrsis_geo.nn.family import build_named, pretrained_of, summary_of
+from rrsis_geo.nn.family import build_named, check_keys, pretrained_of, summary_of
 from rrsis_geo.pretrained import ModelMetadata
 
 __all__ = [
@@ -270,10 +270,7 @@ class RSRefSeg2Config:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RSRefSeg2Config:
         """Inverse of :meth:`to_dict`; unknown keys are an error that names them."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown RSRefSeg 2 config keys: {', '.join(unknown)}")
+        check_keys(cls, data, "RSRefSeg 2")
         values = dict(data)
         for key, kind in (
             ("sam", Sam2Spec),
