@@ -6,8 +6,10 @@ see docs/batch.md for the manifest format, the skip rule and the exit codes.
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
+import threading
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -201,12 +203,14 @@ def _run(
     from rrsis_geo.inference.batch import BatchReport, run_batch
 
     report = BatchReport(total=len(rows))
+    finished = itertools.count(1)
 
     def on_row(position: int, outcome: RowOutcome) -> None:
         if on_tiles is not None:
             on_tiles.row_finished(position, outcome)
-        if not quiet:
-            typer.echo(f"rrsis: batch: [{position}/{len(rows)}] {_row_line(outcome)}", err=True)
+        if not quiet:  # rows of an engine finish in any order: [k/N] counts them
+            count = next(finished)
+            typer.echo(f"rrsis: batch: [{count}/{len(rows)}] {_row_line(outcome)}", err=True)
 
     with command_errors("the rows done so far are kept"), user_warnings(quiet), native_stderr():
         try:
@@ -215,48 +219,60 @@ def _run(
             else:
                 from rrsis_geo.inference.cluster import run_batch_on_cluster
 
-                run_batch_on_cluster(rows, address, workers, fail_fast, on_row, sys.argv, report)
+                run_batch_on_cluster(
+                    rows, address, workers, fail_fast, on_row, sys.argv, report, on_tiles
+                )
         except KeyboardInterrupt:
             report.interrupted = True
     return report
 
 
 class RowTiles:
-    """Tile progress of the row running (``--progress``): a bar per row, or JSON lines.
+    """Tile progress of the rows running (``--progress``): a bar, or JSON lines.
 
-    JSON lines are ``rrsis segment``'s progress events with ``row`` and ``rows`` added, and a
-    ``{"event": "row", ...}`` line as each row finishes (what the QGIS plugin reads).
+    JSON lines are ``rrsis segment``'s progress events with ``row`` (the row's 1-based
+    position in the manifest) and ``rows`` added, and a ``{"event": "row", ...}`` line as each
+    row finishes (what the QGIS plugin reads). The bar shows the tiles of the rows running:
+    one row in-process, several side by side on an engine, whose workers report from their own
+    threads (hence the lock) and whose late reports of a finished row are dropped.
     """
 
     def __init__(self, progress: ProgressFormat, rows: int) -> None:
         self.progress, self.rows = progress, rows
         self._bar: TerminalProgress | None = None
-        self._position = 0
+        self._running: dict[int, tuple[int, int]] = {}
+        self._finished: set[int] = set()
+        self._lock = threading.Lock()
 
     def __call__(self, position: int, done: int, total: int) -> None:
         """Show ``done`` of ``total`` tiles of the row at ``position``."""
-        if self.progress is ProgressFormat.json:
-            json_progress(done, total, row=position, rows=self.rows)
-            return
-        if position != self._position:
-            self._close()
-            self._bar = TerminalProgress(f"[{position}/{self.rows}] tiles").__enter__()
-            self._position = position
-        if self._bar is not None:
-            self._bar(done, total)
+        with self._lock:
+            if position in self._finished:
+                return
+            if self.progress is ProgressFormat.json:
+                json_progress(done, total, row=position, rows=self.rows)
+                return
+            self._running[position] = (done, total)
+            if self._bar is None:
+                self._bar = TerminalProgress("tiles").__enter__()
+            if self._bar is not None:
+                running = ",".join(str(p) for p in sorted(self._running))
+                done_all = sum(d for d, _ in self._running.values())
+                total_all = sum(t for _, t in self._running.values())
+                self._bar(done_all, total_all, f"[{running}/{self.rows}] tiles")
 
     def row_finished(self, position: int, outcome: RowOutcome) -> None:
-        """Close the row's bar, or write its JSON line."""
-        self._close()
-        if self.progress is ProgressFormat.json:
-            event = {"event": "row", "row": position, "rows": self.rows, **outcome.to_dict()}
-            sys.stderr.write(json.dumps(event) + "\n")
-            sys.stderr.flush()
-
-    def _close(self) -> None:
-        if self._bar is not None:
-            self._bar.__exit__()
-            self._bar = None
+        """Close the bar (the next report opens one), or write the row's JSON line."""
+        with self._lock:
+            self._finished.add(position)
+            self._running.pop(position, None)
+            if self._bar is not None:
+                self._bar.__exit__()
+                self._bar = None
+            if self.progress is ProgressFormat.json:
+                event = {"event": "row", "row": position, "rows": self.rows, **outcome.to_dict()}
+                sys.stderr.write(json.dumps(event) + "\n")
+                sys.stderr.flush()
 
 
 def _tile_progress(progress: ProgressFormat, rows: int) -> RowTiles | None:

@@ -195,8 +195,8 @@ class TerminalProgress:
     def __enter__(self) -> TerminalProgress | None:
         return self if self.enabled else None
 
-    def __call__(self, done: int, total: int) -> None:
-        """Show ``done`` of ``total``."""
+    def __call__(self, done: int, total: int, label: str | None = None) -> None:
+        """Show ``done`` of ``total`` (under a new ``label`` when given)."""
         if self._bar is None:
             from rich.console import Console
             from rich.progress import (
@@ -209,7 +209,7 @@ class TerminalProgress:
             )
 
             self._bar = Progress(
-                TextColumn(self.label),
+                TextColumn("{task.description}", markup=False),
                 BarColumn(),
                 MofNCompleteColumn(),
                 TimeElapsedColumn(),
@@ -219,7 +219,8 @@ class TerminalProgress:
             )
             self._bar.start()
             self._task = self._bar.add_task(self.label, total=total)
-        self._bar.update(self._task, completed=done)
+        self.label = label or self.label
+        self._bar.update(self._task, completed=done, total=total, description=self.label)
 
     def __exit__(self, *exc: object) -> None:
         if self._bar is not None:

@@ -18,9 +18,12 @@ only here and only when a batch runs on it.
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import threading
+import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -51,8 +54,22 @@ _WORKER_MODELS: ModelCache | None = None
 _ROW_LOCK = threading.Lock()
 
 
-def run_row_on_worker(row: BatchRow, command: Sequence[str] | None, folder: str) -> RowOutcome:
-    """Run one row on a worker as :func:`run_row` does, in the client's working ``folder``."""
+TILE_EVENT_SECONDS = 0.5
+"""A worker sends the tile progress of its row at most this often (and always its last)."""
+
+
+def run_row_on_worker(
+    row: BatchRow,
+    command: Sequence[str] | None,
+    folder: str,
+    topic: str | None = None,
+    position: int = 0,
+) -> RowOutcome:
+    """Run one row on a worker as :func:`run_row` does, in the client's working ``folder``.
+
+    With a ``topic``, the row's tile progress goes to the client as Dask events of that topic
+    (``{"row": position, "done": ..., "total": ...}``, see :class:`_TileEvents`).
+    """
     global _WORKER_MODELS
     with _ROW_LOCK:
         if _WORKER_MODELS is None:
@@ -61,8 +78,30 @@ def run_row_on_worker(row: BatchRow, command: Sequence[str] | None, folder: str)
             outputs = [str(path) for path in row.request.output_paths()]
             reason = f"the working folder {folder} is not on worker {socket.gethostname()}"
             return RowOutcome(row, FAILED, outputs, 0.0, 0, reason)
+        progress = None if topic is None else _TileEvents(topic, position)
         with _working_folder(folder):
-            return run_row(row, _WORKER_MODELS, command)
+            return run_row(row, _WORKER_MODELS, command, progress)
+
+
+class _TileEvents:
+    """A row's tile progress, sent from its worker to the client as Dask events.
+
+    Events go through the scheduler, so they are throttled (:data:`TILE_EVENT_SECONDS`): a
+    scene of thousands of tiles sends a few per second, and always its last one.
+    """
+
+    def __init__(self, topic: str, position: int) -> None:
+        from distributed import get_worker
+
+        self.worker, self.topic, self.position = get_worker(), topic, position
+        self._sent = -math.inf
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if done < total and now - self._sent < TILE_EVENT_SECONDS:
+            return
+        self._sent = now
+        self.worker.log_event(self.topic, {"row": self.position, "done": done, "total": total})
 
 
 @contextmanager
@@ -106,6 +145,7 @@ def run_batch_on_cluster(
     on_row: Callable[[int, RowOutcome], None] | None = None,
     command: Sequence[str] | None = None,
     report: BatchReport | None = None,
+    on_tiles: Callable[[int, int, int], None] | None = None,
 ) -> BatchReport:
     """Run every row as a task of a Dask cluster; the report is in manifest order.
 
@@ -117,9 +157,13 @@ def run_batch_on_cluster(
             files of the rows it did not finish removed).
         workers: Worker processes of a local cluster; only without ``address``.
         fail_fast: Cancel the rows not yet finished after the first failed row.
-        on_row: Called as each row finishes, with how many have finished and its outcome.
+        on_row: Called as each row finishes, with its 1-based position and its outcome.
         command: The command line recorded in the sidecars.
         report: Filled as rows finish (see :func:`~rrsis_geo.inference.batch.run_batch`).
+        on_tiles: Called with (row position, tiles done, tiles total) as the workers report
+            the tiles of their rows (Dask events, in the client's event thread). Rows run
+            side by side, so calls of several rows interleave; a row retried after its worker
+            died starts again from 0.
 
     Raises:
         InputError: ``distributed`` is not installed, or the scheduler cannot be reached.
@@ -134,10 +178,14 @@ def run_batch_on_cluster(
     finished: dict[int, RowOutcome] = {}
     try:
         with _client(address, workers) as client:
+            topic = None if on_tiles is None else _subscribe_tiles(client, on_tiles)
             futures = {
-                client.submit(run_row_on_worker, _for_workers(row), command, folder, pure=False): i
+                client.submit(
+                    run_row_on_worker, _for_workers(row), command, folder, topic, i + 1,
+                    pure=False,
+                ): i
                 for i, row in enumerate(rows)
-            }
+            }  # fmt: skip
             try:
                 for future in as_completed(futures):
                     position = futures[future]
@@ -145,7 +193,7 @@ def run_batch_on_cluster(
                     _remove_leftovers(rows[position])  # of an attempt whose worker died
                     report.outcomes = [finished[i] for i in sorted(finished)]
                     if on_row is not None:
-                        on_row(len(finished), outcome)
+                        on_row(position + 1, outcome)
                     if fail_fast and outcome.status == FAILED:
                         break
             finally:
@@ -156,6 +204,18 @@ def run_batch_on_cluster(
                 if position not in finished:
                     _remove_leftovers(row)
     return report
+
+
+def _subscribe_tiles(client: Any, on_tiles: Callable[[int, int, int], None]) -> str:
+    """A topic of this batch's own (a cluster may serve other clients) passed to ``on_tiles``."""
+    topic = f"rrsis-tiles-{uuid.uuid4().hex}"
+
+    def handler(event: tuple[float, dict[str, int]]) -> None:
+        tiles = event[1]
+        on_tiles(tiles["row"], tiles["done"], tiles["total"])
+
+    client.subscribe_topic(topic, handler)
+    return topic
 
 
 def _remove_leftovers(row: BatchRow) -> None:

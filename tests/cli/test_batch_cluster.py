@@ -119,12 +119,28 @@ def test_a_row_whose_worker_is_killed_is_retried_and_no_row_runs_twice(cluster, 
 def test_a_local_cluster_runs_the_rows_and_a_rerun_skips_them(tmp_path):
     scenes = _scenes(tmp_path / "scenes")
     out = tmp_path / "out"
-    first = _batch(scenes, out, "--engine", "dask", "--workers", "2", cwd=tmp_path)
+    first = _batch(
+        scenes, out, "--engine", "dask", "--workers", "2", "--progress", "json", cwd=tmp_path
+    )
     assert first.returncode == 0, first.stderr
     assert json.loads(first.stdout)["counts"] == {"done": ROWS, "skipped": 0, "failed": 0}
+    # The workers report the tiles of their rows: every row's progress reaches the client,
+    # under the row's own position, before the row's own line.
+    events = [json.loads(line) for line in first.stderr.splitlines() if line.startswith("{")]
+    finished = [e["row"] for e in events if e["event"] == "row"]
+    assert sorted(finished) == list(range(1, ROWS + 1))
+    for row in finished:
+        tiles = [e for e in events if e["event"] == "progress" and e["row"] == row]
+        assert tiles and all(e["rows"] == ROWS and 0 <= e["done"] <= e["total"] for e in tiles)
+        assert tiles[-1]["done"] == tiles[-1]["total"] > 0  # the last report is never throttled
+        assert events.index(tiles[-1]) < events.index(_row_event(events, row))
     _same_polygons(out, _reference(scenes, tmp_path))
     again = _batch(scenes, out, "--engine", "dask", "--workers", "2", cwd=tmp_path)
     assert json.loads(again.stdout)["counts"] == {"done": 0, "skipped": ROWS, "failed": 0}
+
+
+def _row_event(events: list[dict], row: int) -> dict:
+    return next(e for e in events if e["event"] == "row" and e["row"] == row)
 
 
 def test_engine_options_need_the_engine_and_a_reachable_scheduler(tmp_path):
