@@ -234,9 +234,9 @@ PLUGIN_MANAGED_FLAGS = (
 )
 FIXED_ARGUMENTS = ("--overwrite", "--json", "--progress", "json", "--explain")
 # The same for ``rrsis batch``: its --json is the report of every row, its JSON progress adds
-# the row; it has no --explain (a row's reading is not reported) and --quiet would silence the
-# progress. --resume is left off here too.
-BATCH_FIXED_ARGUMENTS = ("--overwrite", "--json", "--progress", "json")
+# the row, its --explain prints the reading of each expression once, before the rows run, and
+# --quiet would silence the progress. --resume is left off here too.
+BATCH_FIXED_ARGUMENTS = ("--overwrite", "--json", "--progress", "json", "--explain")
 # ``rrsis batch`` options that set a segment option for every row under the same flag; every
 # other segment option is given to it as --set KEY=VALUE.
 BATCH_OWN_FLAGS = ("--model", "--device")

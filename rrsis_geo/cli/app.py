@@ -24,6 +24,7 @@ import typer
 from rrsis_geo import __version__
 from rrsis_geo.cli.batch import batch
 from rrsis_geo.cli.common import (
+    ExplainOption,
     JsonOption,
     OverwriteOption,
     ProgressFormat,
@@ -31,6 +32,7 @@ from rrsis_geo.cli.common import (
     QuietOption,
     TerminalProgress,
     command_errors,
+    explain_sentence,
     json_progress,
     native_stderr,
     user_warnings,
@@ -259,9 +261,7 @@ def segment(
             show_default=False,
         ),
     ] = None,
-    explain: Annotated[
-        bool, typer.Option("--explain", help="Print how the sentence was read (on stderr).")
-    ] = False,
+    explain: ExplainOption = False,
     overwrite: OverwriteOption = False,
     resume: Annotated[
         bool,
@@ -285,10 +285,7 @@ def segment(
     with command_errors("no output written"):
         request = segment_request(ctx.params)
     if explain and expression.strip():
-        from rrsis_geo.inference.sentence import parse_sentence
-
-        for line in parse_sentence(expression).explain().splitlines():
-            typer.echo(f"rrsis: reading: {line}", err=True)
+        explain_sentence(expression)
     interrupted = "no output written"
     if resume:
         interrupted += "; the finished rows are kept: run it again with --resume to continue"

@@ -26,6 +26,7 @@ from rrsis_geo.cli.common import (
     QuietOption,
     TerminalProgress,
     command_errors,
+    explain_sentence,
     json_progress,
     native_stderr,
     user_warnings,
@@ -148,6 +149,13 @@ def batch(
     json_output: JsonOption = False,
     quiet: QuietOption = False,
     progress: ProgressOption = ProgressFormat.bar,
+    explain: Annotated[
+        bool,
+        typer.Option(
+            "--explain",
+            help="Print how each distinct sentence was read (on stderr), before the rows run.",
+        ),
+    ] = False,
 ) -> None:
     """Segment many scene-sentence rows in one process, each model loaded once.
 
@@ -160,6 +168,10 @@ def batch(
         if engine is None and (address is not None or workers is not None):
             raise InputError("--address and --workers are for --engine dask")
         rows = batch_rows(manifest, expression, output, suffix or [], defaults)
+    if explain:
+        for sentence in dict.fromkeys(row.request.expression for row in rows):
+            typer.echo(f"rrsis: batch: {sentence!r}", err=True)
+            explain_sentence(sentence, "rrsis: reading: ")
     on_tiles = None if quiet else _tile_progress(progress, len(rows))
     report = _run(rows, fail_fast, quiet, on_tiles, engine, address, workers)
     if json_output:

@@ -45,6 +45,17 @@ EXIT_INTERRUPTED = 130
 OverwriteOption = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or warnings.")]
+ExplainOption = Annotated[
+    bool, typer.Option("--explain", help="Print how the sentence was read (on stderr).")
+]
+
+
+def explain_sentence(sentence: str, prefix: str = "rrsis: reading: ") -> None:
+    """Print how ``sentence`` was read (its scene-level words and description), on stderr."""
+    from rrsis_geo.inference.sentence import parse_sentence
+
+    for line in parse_sentence(sentence).explain().splitlines():
+        typer.echo(f"{prefix}{line}", err=True)
 
 
 def fail(message: str, code: int = EXIT_USER_ERROR) -> NoReturn:

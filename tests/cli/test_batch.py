@@ -145,6 +145,20 @@ def test_glob_of_scenes_with_one_sentence_and_an_output_folder(tmp_path):
         "south.the_largest_storage_tank.gpkg",
     ]
     assert "[2/2] done" in run.stderr and "2 done, 0 skipped, 0 failed" in run.stderr
+    assert "reading:" not in run.stderr
+    again = rrsis(
+        "batch", f"{scenes}/*.tif", "-e", "the largest storage tank", "-o", out, "-m", BRIGHTNESS,
+        "--explain",
+    )  # fmt: skip
+    # The sentence is read once for all its rows, before they run (both are skipped here)
+    readings = [line for line in again.stderr.splitlines() if "reading:" in line]
+    assert readings == [
+        'rrsis: reading: target: "storage tank"',
+        'rrsis: reading: scene words: "largest"',
+        "rrsis: reading: ranked by: area, largest first",
+        "rrsis: reading: referent: 1st",
+    ]
+    assert again.stderr.index("reading:") < again.stderr.index("[1/2] skipped")
     both = tmp_path / "both"
     folder = rrsis(
         "batch", scenes, "-e", "the largest storage tank", "-o", both, "-m", BRIGHTNESS,

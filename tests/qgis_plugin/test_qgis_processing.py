@@ -394,8 +394,11 @@ def test_batch_segment_writes_one_styled_pair_per_expression(run_in_qgis, real_r
     # One rrsis process for every expression (one model load), its progress up to the end
     (command,) = _commands(report)
     assert " -m rrsis_geo batch " in command and f" --model {BRIGHTNESS} " in command
-    assert " --explain" not in command and " --resume" not in command
+    assert " --explain" in command and " --resume" not in command
     assert report["progress"][-1] == 100.0
+    # --explain: how each expression was read reaches the algorithm's log, once each
+    readings = [t for k, t in report["feedback"] if k == "console" and "reading: target" in t]
+    assert readings == [f'rrsis: reading: target: "{t}"' for t in ("bright fields", "dark water")]
     names = sorted(os.path.basename(path) for path in report["results"]["OUTPUT_LAYERS"])
     assert names == [
         "01_the_bright_fields.gpkg",
