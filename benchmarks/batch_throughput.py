@@ -2,7 +2,7 @@
 and on a local Dask cluster of 2 workers, on the same small scenes with the default model.
 
 The scenes are windows of one ``rrsis data synth scene``, each one tile of the default model.
-All three runs write the same outputs (checked: the same polygons), one after another in this
+All four ways write the same outputs (checked: the same polygons), one after another in this
 run, on this machine. The figures go into docs/performance.md.
 
     python benchmarks/batch_throughput.py            # 50 scenes
@@ -86,11 +86,14 @@ def run(count: int) -> dict[str, float]:
             name = f"{scene.stem}.the_largest_storage_tank.gpkg"
             seconds["separate"] += rrsis("segment", scene, SENTENCE, "-o", separate / name, "-q")
         seconds["batch"] = rrsis("batch", scenes[0].parent, "-e", SENTENCE, "-o",
-                                 folder / "batch", "-q")  # fmt: skip
+                                 folder / "batch", "-q", "--rows-in-flight", 1)  # fmt: skip
+        seconds["side_by_side"] = rrsis("batch", scenes[0].parent, "-e", SENTENCE, "-o",
+                                        folder / "side_by_side", "-q",
+                                        "--rows-in-flight", 2)  # fmt: skip
         seconds["dask"] = rrsis("batch", scenes[0].parent, "-e", SENTENCE, "-o", folder / "dask",
                                 "--engine", "dask", "--workers", "2", "-q")  # fmt: skip
         reference = polygons(separate)
-        for way in ("batch", "dask"):
+        for way in ("batch", "side_by_side", "dask"):
             got = polygons(folder / way)
             assert got.keys() == reference.keys() and len(got) == count, way
             for name, union in got.items():
@@ -105,7 +108,7 @@ def report(count: int, seconds: dict[str, float]) -> str:
     lines = [
         f"`python benchmarks/batch_throughput.py --scenes {count}` — {count} scenes of "
         f"{SIDE} x {SIDE} px (windows of `rrsis data synth scene --seed 9001`, one tile each), "
-        f'"{SENTENCE}", the default model, outputs .gpkg; the three ways one after another, '
+        f'"{SENTENCE}", the default model, outputs .gpkg; the four ways one after another, '
         f"the same outputs (checked). {machine_line()}, {datetime.date.today().isoformat()}, "
         f"load average after: {', '.join(f'{x:.2f}' for x in os.getloadavg())}.",
         "",
@@ -114,7 +117,8 @@ def report(count: int, seconds: dict[str, float]) -> str:
     ]
     ways = {
         "separate": f"{count} separate `rrsis segment` calls",
-        "batch": "one `rrsis batch` (in-process)",
+        "batch": "one `rrsis batch` (in-process, one row at a time: the CPU default)",
+        "side_by_side": "one `rrsis batch --rows-in-flight 2` (two rows side by side, one model)",
         "dask": "`rrsis batch --engine dask --workers 2` (local cluster, start-up included)",
     }
     for way, label in ways.items():

@@ -145,6 +145,16 @@ def batch(
             show_default=False,
         ),
     ] = None,
+    rows_in_flight: Annotated[
+        int | None,
+        typer.Option(
+            help="Rows run side by side in this process, sharing its model: one row's "
+            "reading and writing overlap the other's model calls. Default: 2 where a GPU "
+            "is, else 1 (on a CPU the model uses every core).",
+            min=1,
+            show_default=False,
+        ),
+    ] = None,
     overwrite: OverwriteOption = False,
     json_output: JsonOption = False,
     quiet: QuietOption = False,
@@ -167,13 +177,15 @@ def batch(
     with command_errors("nothing written"):
         if engine is None and (address is not None or workers is not None):
             raise InputError("--address and --workers are for --engine dask")
+        if engine is not None and rows_in_flight is not None:
+            raise InputError("--rows-in-flight is for a batch in this process (without --engine)")
         rows = batch_rows(manifest, expression, output, suffix or [], defaults)
     if explain:
         for sentence in dict.fromkeys(row.request.expression for row in rows):
             typer.echo(f"rrsis: batch: {sentence!r}", err=True)
             explain_sentence(sentence, "rrsis: reading: ")
     on_tiles = None if quiet else _tile_progress(progress, len(rows))
-    report = _run(rows, fail_fast, quiet, on_tiles, engine, address, workers)
+    report = _run(rows, fail_fast, quiet, on_tiles, engine, address, workers, rows_in_flight)
     if json_output:
         typer.echo(json.dumps(report.to_dict()))
     if not quiet:
@@ -211,8 +223,9 @@ def _run(
     engine: Engine | None,
     address: str | None,
     workers: int | None,
+    rows_in_flight: int | None,
 ) -> BatchReport:
-    from rrsis_geo.inference.batch import BatchReport, run_batch
+    from rrsis_geo.inference.batch import BatchReport, default_rows_in_flight, run_batch
 
     report = BatchReport(total=len(rows))
     finished = itertools.count(1)
@@ -227,7 +240,8 @@ def _run(
     with command_errors("the rows done so far are kept"), user_warnings(quiet), native_stderr():
         try:
             if engine is None:
-                run_batch(rows, fail_fast, on_row, sys.argv, report, on_tiles=on_tiles)
+                in_flight = rows_in_flight or default_rows_in_flight()
+                run_batch(rows, fail_fast, on_row, sys.argv, report, None, on_tiles, in_flight)
             else:
                 from rrsis_geo.inference.cluster import run_batch_on_cluster
 

@@ -16,9 +16,12 @@ from __future__ import annotations
 import csv
 import functools
 import glob
+import itertools
 import json
+import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +37,8 @@ __all__ = [
     "ManifestRow",
     "ModelCache",
     "RowOutcome",
+    "SharedModel",
+    "default_rows_in_flight",
     "failure_reason",
     "read_manifest",
     "run_batch",
@@ -317,16 +322,26 @@ def failure_reason(error: BaseException) -> str:
 
 
 class ModelCache:
-    """Each distinct model (spec and device) loaded once, or its loading error kept."""
+    """Each distinct model (spec and device) loaded once, or its loading error kept.
 
-    def __init__(self, loader: Callable[[str, str], Any] | None = None) -> None:
+    Args:
+        loader: Loads ``(spec, device)``; :func:`~rrsis_geo.inference.model.load_model` by
+            default.
+        shared: Rows running side by side use the models: each is a :class:`SharedModel`.
+    """
+
+    def __init__(
+        self, loader: Callable[[str, str], Any] | None = None, shared: bool = False
+    ) -> None:
         if loader is None:
             from rrsis_geo.inference.model import load_model
 
             loader = load_model
         self._loader = loader
+        self._shared = shared
         self._models: dict[tuple[str, str], Any] = {}
         self._errors: dict[tuple[str, str], Exception] = {}
+        self._lock = threading.Lock()
 
     def get(self, request: SegmentRequest) -> Any:
         """The loaded model of ``request``.
@@ -335,15 +350,17 @@ class ModelCache:
             Exception: The error loading it raised (again for every row that names it).
         """
         key = (request.model, request.device)
-        if key in self._errors:
-            raise self._errors[key]
-        if key not in self._models:
-            try:
-                self._models[key] = self._loader(*key)
-            except Exception as error:
-                self._errors[key] = error
-                raise
-        return self._models[key]
+        with self._lock:  # rows side by side load a model once between them
+            if key in self._errors:
+                raise self._errors[key]
+            if key not in self._models:
+                try:
+                    model = self._loader(*key)
+                except Exception as error:
+                    self._errors[key] = error
+                    raise
+                self._models[key] = SharedModel(model) if self._shared else model
+            return self._models[key]
 
 
 def skip_reason(request: SegmentRequest, models: ModelCache) -> str | None:
@@ -448,6 +465,50 @@ def run_row(
     return RowOutcome(row, DONE, result.outputs, time.perf_counter() - started, tiles, None)
 
 
+MODEL_CALLS = ("encode_expression", "encode_description", "predict", "predict_many")
+"""The methods through which the pipeline uses a model (:mod:`~rrsis_geo.inference.model`)."""
+
+
+class SharedModel:
+    """A model used by rows running side by side: one call at a time.
+
+    Each row makes the same calls as alone (its own batches of its own tiles), so its outputs
+    are the same; only the order of the rows' calls interleaves. Every other attribute is the
+    model's own.
+    """
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.metadata = model.metadata
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self.model, name)
+        if name not in MODEL_CALLS:
+            return attribute
+
+        @functools.wraps(attribute)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                return attribute(*args, **kwargs)
+
+        return call
+
+
+def default_rows_in_flight() -> int:
+    """Rows run side by side by default: 2 where a GPU is, else 1.
+
+    On a GPU, the next row's reading, and the last row's regions and writing, keep the GPU
+    busy between rows; on a CPU they take the model's own cores (measured slower with 2, see
+    docs/performance.md).
+    """
+    try:
+        import torch
+    except ImportError:
+        return 1
+    return 2 if torch.cuda.is_available() else 1
+
+
 def run_batch(
     rows: Sequence[BatchRow],
     fail_fast: bool = False,
@@ -456,32 +517,75 @@ def run_batch(
     report: BatchReport | None = None,
     models: ModelCache | None = None,
     on_tiles: Callable[[int, int, int], None] | None = None,
+    rows_in_flight: int = 1,
 ) -> BatchReport:
-    """Run every row in order (see :func:`run_row`), each distinct model loaded once.
+    """Run every row (see :func:`run_row`), each distinct model loaded once.
+
+    Rows start in manifest order, ``rows_in_flight`` at a time: with 2, one row's reading,
+    regions and writing overlap the other's model calls (one call at a time on a shared
+    model, :class:`SharedModel`), and a row's outputs are the same as when it runs alone.
 
     Args:
         rows: The requests.
-        fail_fast: Stop after the first failed row (by default every row is tried).
-        on_row: Called after each row with its 1-based position and outcome.
+        fail_fast: Start no row after the first failed one (by default every row is tried).
+        on_row: Called as each row finishes with its 1-based position and outcome.
         command: The command line recorded in the sidecars.
-        report: Filled as rows finish, so a caller that is interrupted still has the rows
-            so far; a new one by default.
+        report: Filled as rows finish (in manifest order), so a caller that is interrupted
+            still has the rows so far; a new one by default.
         models: The model cache; a new one by default.
         on_tiles: Called with (row position, tiles done, tiles total) while a row runs.
+        rows_in_flight: Rows running side by side (see :func:`default_rows_in_flight`).
 
     Returns:
-        The report; ``interrupted`` stays False (a ``KeyboardInterrupt`` propagates after
-        the current row's own clean-up, with ``report`` holding the rows before it).
+        The report; ``interrupted`` stays False (a ``KeyboardInterrupt`` propagates once the
+        rows running have stopped at their next batch of tiles and removed their temporary
+        files, with ``report`` holding the rows finished before).
     """
     report = report if report is not None else BatchReport()
     report.total = len(rows)
-    models = models if models is not None else ModelCache()
-    for position, row in enumerate(rows, start=1):
-        progress = None if on_tiles is None else functools.partial(on_tiles, position)
-        outcome = run_row(row, models, command, progress)
-        report.outcomes.append(outcome)
+    models = models if models is not None else ModelCache(shared=rows_in_flight > 1)
+    finished: dict[int, RowOutcome] = {}
+    stop = threading.Event()
+
+    def run(position: int) -> RowOutcome:
+        def progress(done: int, total: int) -> None:
+            if stop.is_set():  # abandon the row here, unwinding as an interrupted segment does
+                raise KeyboardInterrupt
+            if on_tiles is not None:
+                on_tiles(position, done, total)
+
+        return run_row(rows[position - 1], models, command, progress)
+
+    def record(position: int, outcome: RowOutcome) -> bool:
+        """Keep the outcome; False when no row should start after it."""
+        finished[position] = outcome
+        report.outcomes = [finished[i] for i in sorted(finished)]
         if on_row is not None:
             on_row(position, outcome)
-        if fail_fast and outcome.status == FAILED:
-            break
+        return not (fail_fast and outcome.status == FAILED)
+
+    positions = iter(range(1, len(rows) + 1))
+    if rows_in_flight <= 1:  # in this thread: an interruption unwinds the row at once
+        for position in positions:
+            if not record(position, run(position)):
+                break
+        return report
+    with ThreadPoolExecutor(rows_in_flight, "rrsis-row") as pool:
+        running = {pool.submit(run, p): p for p in itertools.islice(positions, rows_in_flight)}
+        try:
+            while running:
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in sorted(done, key=running.__getitem__):
+                    position = running.pop(future)
+                    if not record(position, future.result()):
+                        positions = iter(())
+                    for following in itertools.islice(positions, 1):
+                        running[pool.submit(run, following)] = following
+        except BaseException:
+            stop.set()  # the rows running stop at their next batch of tiles
+            wait(running)
+            for future, position in sorted(running.items(), key=lambda item: item[1]):
+                if future.exception() is None:  # it completed meanwhile: its outputs stand
+                    record(position, future.result())
+            raise
     return report

@@ -216,7 +216,8 @@ def test_fail_fast_stops_at_the_first_failure(tmp_path):
     assert "1 not reached" in run.stderr
 
 
-def test_sigterm_abandons_the_current_row_and_prints_the_rows_so_far(tmp_path):
+@pytest.mark.parametrize("in_flight", [1, 2])
+def test_sigterm_abandons_the_current_row_and_prints_the_rows_so_far(tmp_path, in_flight):
     first = _scene(tmp_path, "first.tif")
     big = write_raster(tmp_path / "big.tif", textured(3, 600, 600))
     manifest = tmp_path / "rows.csv"
@@ -224,7 +225,7 @@ def test_sigterm_abandons_the_current_row_and_prints_the_rows_so_far(tmp_path):
     process = subprocess.Popen(
         [sys.executable, "-m", "rrsis_geo", "batch", str(manifest), "--json",
          "-m", f"python:{SLOW_MODEL}:factory", "--set", "tile_size=32", "--set", "overlap=0",
-         "--set", "margin=0"],
+         "--set", "margin=0", "--rows-in-flight", str(in_flight)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     deadline = time.monotonic() + 120
@@ -258,3 +259,46 @@ def test_a_sentences_object_takes_a_sentence_and_outputs_only(tmp_path):
     manifest.write_text(json.dumps(shared) + "\n")
     with pytest.raises(InputError, match="give each sentence its own"):
         read_manifest(manifest)
+
+
+def test_rows_side_by_side_give_what_one_at_a_time_gives(tmp_path):
+    """Two rows in flight share the default model: same report, same pixels, same polygons."""
+    import geopandas
+    import rasterio
+
+    scenes = tmp_path / "scenes"
+    scenes.mkdir()
+    for seed in range(4):
+        _scene(scenes, f"s{seed}.tif", seed)
+    reports = {}
+    for in_flight in (1, 2):
+        out = tmp_path / f"out{in_flight}"
+        run = rrsis(
+            "batch", scenes, "-e", "the largest storage tank", "-o", out, "--suffix", ".tif",
+            "--suffix", ".gpkg", "--json", "--rows-in-flight", in_flight,
+        )  # fmt: skip
+        assert run.returncode == 0, run.stderr
+        reports[in_flight] = json.loads(run.stdout)["rows"]
+    one, two = reports[1], reports[2]
+    assert [(r["scene"], r["status"], r["tiles_predicted"]) for r in two] == [
+        (r["scene"], r["status"], r["tiles_predicted"]) for r in one
+    ]
+    assert all(r["status"] == "done" and r["tiles_predicted"] > 0 for r in one)
+    for first, second in zip(one, two, strict=True):
+        for a, b in zip(first["outputs"], second["outputs"], strict=True):
+            if a.endswith(".tif"):
+                with rasterio.open(a) as left, rasterio.open(b) as right:
+                    assert (left.read() == right.read()).all()
+            else:
+                left, right = geopandas.read_file(a), geopandas.read_file(b)
+                assert left.geometry.union_all().equals(right.geometry.union_all())
+                assert list(left["rank"]) == list(right["rank"])
+
+
+def test_rows_in_flight_is_for_the_batch_in_this_process(tmp_path):
+    scene = _scene(tmp_path, "scene.tif")
+    run = rrsis("batch", scene, "-e", "x", "--engine", "dask", "--rows-in-flight", "2")
+    assert run.returncode == 1
+    assert run.stderr.strip() == (
+        "rrsis: error: --rows-in-flight is for a batch in this process (without --engine)"
+    )
