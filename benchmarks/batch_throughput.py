@@ -23,7 +23,6 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 DOC = HERE.parent / "docs" / "performance.md"
-BEGIN, END = "<!-- batch-throughput:begin -->", "<!-- batch-throughput:end -->"
 SENTENCE = "the largest storage tank"
 SIDE = 320  # one tile of the default model
 
@@ -140,9 +139,10 @@ def main() -> None:
     body = report(options.scenes, run(options.scenes))
     print(body)
     if not options.no_doc:
-        from reporting import write_section
+        from reporting import gpu_name, section_markers, write_section
 
-        write_section(DOC, "## Batch throughput: rows per minute\n\n" + body, BEGIN, END)
+        title = "## Batch throughput: rows per minute" + (" (GPU)" if gpu_name() else "")
+        write_section(DOC, f"{title}\n\n{body}", *section_markers("batch-throughput"))
 
 
 if __name__ == "__main__":

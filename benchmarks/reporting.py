@@ -7,7 +7,7 @@ import platform
 import tempfile
 from pathlib import Path
 
-__all__ = ["cpu_model", "machine_line", "ram_gib", "write_section"]
+__all__ = ["cpu_model", "gpu_name", "machine_line", "ram_gib", "section_markers", "write_section"]
 
 
 def cpu_model() -> str:
@@ -25,9 +25,33 @@ def ram_gib() -> float:
         return next(int(ln.split()[1]) for ln in meminfo if ln.startswith("MemTotal")) / 1024**2
 
 
+def gpu_name() -> str | None:
+    """The name of the first GPU the run sees (torch's CUDA device 0), or None."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+
+
 def machine_line() -> str:
-    """CPU count, CPU model, RAM and platform, in one line."""
-    return f"{os.cpu_count()} CPUs ({cpu_model()}), {ram_gib():.1f} GiB RAM, {platform.platform()}"
+    """CPU count, CPU model, RAM, the GPU when one is seen, and platform, in one line."""
+    gpu = gpu_name()
+    return (
+        f"{os.cpu_count()} CPUs ({cpu_model()}), {ram_gib():.1f} GiB RAM"
+        + (f", GPU {gpu}" if gpu else "")
+        + f", {platform.platform()}"
+    )
+
+
+def section_markers(name: str) -> tuple[str, str]:
+    """The doc markers of section ``name``; a run that sees a GPU writes its own section.
+
+    Scripts whose commands run on the default device (``auto``) measure another thing where a
+    GPU is: their figures go beside the CPU ones instead of replacing them.
+    """
+    kind = "-gpu" if gpu_name() else ""
+    return f"<!-- {name}{kind}:begin -->", f"<!-- {name}{kind}:end -->"
 
 
 def write_section(path: Path, body: str, begin: str, end: str, title: str = "Performance") -> None:

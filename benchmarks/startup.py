@@ -39,7 +39,6 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-BEGIN, END = "<!-- startup:begin -->", "<!-- startup:end -->"
 RESULTS = HERE / "results" / "startup.json"
 EXPRESSION = "the largest building"
 PHASES = (  # (key, label): they add up to the traced child's wall time
@@ -322,11 +321,11 @@ def table(result: dict[str, Any]) -> list[str]:
 
 
 def report(results: dict[str, dict[str, Any]]) -> str:
-    from reporting import machine_line
+    from reporting import gpu_name, machine_line
 
     any_result = next(iter(results.values()))
     lines = [
-        "## Start-up: `rrsis segment` on a tiny raster",
+        "## Start-up: `rrsis segment` on a tiny raster" + (" (GPU)" if gpu_name() else ""),
         "",
         "`python benchmarks/startup.py` — the default model (`crobim-lite-synth`) on a 79 x 71 px "
         f"3-band raster: `{any_result['command']}`, `HF_HUB_OFFLINE=1`, whole child processes. "
@@ -406,18 +405,20 @@ def main() -> None:
     options = parser.parse_args()
 
     sys.path.insert(0, str(HERE))
-    from reporting import write_section
+    from reporting import gpu_name, section_markers, write_section
 
-    previous = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    # Where a GPU is seen, its figures are kept apart from the CPU ones (results and section).
+    results = RESULTS.with_name("startup_gpu.json") if gpu_name() else RESULTS
+    previous = json.loads(results.read_text()) if results.exists() else {}
     if not options.report_only:
         result = measure(options.repeats)
         result["date"] = options.date
         previous[options.label] = result
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps(previous, indent=2) + "\n")
+        results.parent.mkdir(parents=True, exist_ok=True)
+        results.write_text(json.dumps(previous, indent=2) + "\n")
     body = report(previous)
     print(body)
-    write_section(options.doc, body, BEGIN, END)
+    write_section(options.doc, body, *section_markers("startup"))
 
 
 if __name__ == "__main__":
