@@ -35,6 +35,7 @@ __all__ = [
     "check_output_path",
     "keep_under",
     "remove_temporary_siblings",
+    "sidecar_path",
     "temporary_sibling",
     "write_cog",
     "write_failure",
@@ -94,16 +95,24 @@ class RasterEncoding:
         return encoded
 
 
+def sidecar_path(path: Path) -> Path:
+    """The JSON record written beside an output (``<output>.json``): what made it, and how."""
+    return path.with_name(path.name + ".json")
+
+
 def check_output_path(path: Path, overwrite: bool) -> None:
-    """Fail early, before any model runs, when ``path`` cannot be written.
+    """Fail early, before any model runs, when ``path`` (or its sidecar) cannot be written.
 
     Raises:
-        OutputError: Existing file without ``overwrite``, missing or unwritable folder.
+        OutputError: Existing file without ``overwrite``, an output or sidecar that is a
+            folder, missing or unwritable folder.
     """
     if path.exists() and not overwrite:
         raise OutputError(f"output exists: {path} (use --overwrite to replace it)")
     if path.is_dir():
         raise OutputError(f"output is a folder: {path}")
+    if sidecar_path(path).is_dir():
+        raise OutputError(f"the sidecar of {path.name} is a folder: {sidecar_path(path)}")
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.exists():
         raise OutputError(f"output folder does not exist: {folder}")
@@ -152,7 +161,7 @@ def remove_temporary_siblings(path: Path) -> list[Path]:
         What was removed.
     """
     removed = []
-    for target in (path, path.with_name(path.name + ".json")):
+    for target in (path, sidecar_path(path)):
         name = re.compile(rf"\.{re.escape(target.stem)}\.[0-9a-f]{{12}}\.tmp(\.[^/]*)?")
         folder = target.parent if str(target.parent) else Path(".")
         for leftover in folder.glob(f".{glob.escape(target.stem)}.*.tmp*"):

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from rrsis_geo.errors import InputError, RrsisError
+from rrsis_geo.geo.writers import sidecar_path
 from rrsis_geo.inference.pipeline import ProgressCallback, SegmentRequest
 
 __all__ = [
@@ -307,7 +308,7 @@ def scene_paths(pattern: str) -> list[Path]:
         found = [p for p in folder.iterdir() if p.suffix.lower() in SCENE_SUFFIXES]
     else:
         found = [Path(p) for p in glob.glob(pattern, recursive=True)]
-    scenes = sorted(p for p in found if p.is_file() and not p.with_name(p.name + ".json").exists())
+    scenes = sorted(p for p in found if p.is_file() and not sidecar_path(p).exists())
     if not scenes:
         raise InputError(f"no scene matches {pattern}")
     return scenes
@@ -411,7 +412,7 @@ def skip_reason(request: SegmentRequest, models: ModelCache) -> str | None:
 
 def _read_sidecar(path: Path) -> dict[str, Any] | None:
     try:
-        document = json.loads(path.with_name(path.name + ".json").read_text())
+        document = json.loads(sidecar_path(path).read_text())
     except (OSError, ValueError):
         return None
     return document if isinstance(document, dict) else None

@@ -65,8 +65,10 @@ from rrsis_geo.geo.writers import (
     atomic_output,
     check_output_path,
     keep_under,
+    sidecar_path,
     temporary_sibling,
     write_cog,
+    write_failure,
 )
 from rrsis_geo.inference.model import (
     ModelMetadata,
@@ -954,9 +956,13 @@ def segment(
         options=options.to_dict(),
     )
     for target in result.outputs:
-        sidecar = Path(target).with_name(Path(target).name + ".json")
-        with atomic_output(sidecar, overwrite=True) as temporary:
-            temporary.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+        sidecar = sidecar_path(Path(target))
+        try:
+            with atomic_output(sidecar, overwrite=True) as temporary:
+                temporary.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+        except OSError as error:  # a full disk, or a folder put in its way since check_run
+            what = f"{sidecar.name} (the outputs themselves are complete)"
+            raise write_failure(sidecar, what, error) from None
     return result
 
 

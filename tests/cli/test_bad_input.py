@@ -157,7 +157,8 @@ class Row:
         args: More arguments.
         sentence: The sentence.
         outputs: ``-o`` names in the output folder (or paths relative to it).
-        before: Files in the output folder before the run, with their bytes.
+        before: Files in the output folder before the run, with their bytes (a name ending
+            in ``/``: a folder).
     """
 
     id: str
@@ -293,6 +294,14 @@ ROWS = [
         "output exists: ",
         before=(("p.gpkg", b"precious \x00\xff bytes"),),
     ),
+    Row(
+        "a folder where a sidecar goes",
+        raster(),
+        ABSENT,
+        1,
+        "the sidecar of p.gpkg is a folder: ",
+        before=(("p.gpkg.json/", b""),),
+    ),
     # The model.
     Row("missing checkpoint", raster(), ABSENT, 1, "model not found: "),
     Row("truncated checkpoint", raster(), truncated_checkpoint, 1, "does not match the sha256"),
@@ -339,7 +348,10 @@ def test_bad_input(row: Row, tmp_path: Path) -> None:
     inputs.mkdir()
     out.mkdir()
     for name, content in row.before:
-        (out / name).write_bytes(content)
+        if name.endswith("/"):
+            (out / name).mkdir()
+        else:
+            (out / name).write_bytes(content)
     scene = row.scene(inputs)
     before = _listing(out)
     outputs = [arg for name in row.outputs for arg in ("-o", out / name)]

@@ -202,6 +202,23 @@ def test_binary_output_and_sidecar(tmp_path):
     assert sidecar["timings"]["total"] > 0
 
 
+def test_a_sidecar_that_cannot_be_written_is_one_output_error(tmp_path):
+    """A folder put where the sidecar goes after the run was checked: the outputs are complete,
+    and the error names the sidecar instead of being an internal error."""
+    from rrsis_geo.errors import OutputError
+    from rrsis_geo.inference.pipeline import check_run
+
+    path = write_raster(tmp_path / "in.tif", textured(3, 100, 100))
+    out = tmp_path / "mask.tif"
+    checked = check_run(path, "x", [out], SegmentOptions())
+    (tmp_path / "mask.tif.json").mkdir()
+    with pytest.raises(OutputError, match=r"mask\.tif\.json \(the outputs themselves are complete"):
+        segment(path, "x", brightness(), [out], checked=checked)
+    with rasterio.open(out) as dst:
+        assert dst.read(1).shape == (100, 100)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.tif", "mask.tif", "mask.tif.json"]
+
+
 @pytest.mark.parametrize("kind", ["alpha", "mask_band"])
 def test_alpha_and_mask_bands_are_respected(tmp_path, kind):
     from rrsis_geo.inference.reference_models import constant
