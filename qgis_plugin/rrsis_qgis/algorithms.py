@@ -587,19 +587,22 @@ class BatchSegmentAlgorithm(SegmentingAlgorithm):
         """
         arguments = ["batch", manifest, *batch_arguments(values), *BATCH_FIXED_ARGUMENTS]
         finished: list[dict[str, Any]] = []
+        running: dict[Any, float] = {}  # the tiles done of each row running (rows side by side)
 
-        def row_finished(event: dict[str, Any]) -> None:
+        def row_event(event: dict[str, Any]) -> None:
             if event.get("event") == "row":
                 finished.append(event)
-                feedback.setProgress(100.0 * len(finished) / count)
+                running.pop(event.get("row"), None)
+            elif event.get("event") == "progress" and event.get("total"):
+                running[event.get("row")] = int(event["done"]) / int(event["total"])
+            feedback.setProgress(100.0 * (len(finished) + sum(running.values())) / count)
 
-        def progressed(done: int, total: int) -> None:
-            if total > 0:
-                feedback.setProgress(100.0 * (len(finished) + done / total) / count)
+        def no_progress(done: int, total: int) -> None:
+            """``rrsis batch``'s progress lines all name their row (see ``row_event``)."""
 
         stopped = None
         try:
-            result = self.run_cli(executable, arguments, feedback, progressed, row_finished)
+            result = self.run_cli(executable, arguments, feedback, no_progress, row_event)
             report = result.summary
         except RrsisCanceled as error:
             report, stopped = error.summary, error

@@ -267,12 +267,13 @@ def run_rrsis(
     Args:
         executable: From :func:`check_executable`.
         arguments: Everything after the executable, e.g. ``["segment", ...]``.
-        on_progress: Called with (done, total) tiles for each JSON progress line.
+        on_progress: Called with (done, total) tiles for each JSON progress line of one run
+            (``rrsis segment``'s; ``rrsis batch``'s carry their row and go to ``on_event``).
         on_message: Called with each other stderr line (warnings, errors).
         is_canceled: Polled about ten times a second.
         on_start: Called with the process id and the full command once it started.
         on_event: Called with each other JSON event line of stderr, as a dict (``rrsis
-            batch``'s ``{"event": "row", ...}`` as each row finishes).
+            batch``'s tile progress of a row, and ``{"event": "row", ...}`` as each finishes).
 
     Returns:
         The JSON summary and the stderr messages.
@@ -329,7 +330,7 @@ def run_rrsis(
             stdout.append(line)
         elif line.startswith('{"event"'):
             event = json.loads(line)
-            if event.get("event") == "progress":
+            if event.get("event") == "progress" and "row" not in event:
                 on_progress(int(event["done"]), int(event["total"]))
             elif on_event is not None:
                 on_event(event)

@@ -384,6 +384,8 @@ def test_batch_segment_writes_one_styled_pair_per_expression(run_in_qgis, real_r
             "MODEL": BRIGHTNESS,
             "WRITE_CANDIDATES": True,
             "OUTPUT_FOLDER": tmp_path / "batch",
+            "TILE_SIZE": 256,
+            "BATCH_SIZE": 2,
         },
         # The setting may name a Python interpreter instead of rrsis: python -m rrsis_geo.
         executable=sys.executable,
@@ -396,6 +398,9 @@ def test_batch_segment_writes_one_styled_pair_per_expression(run_in_qgis, real_r
     assert " -m rrsis_geo batch " in command and f" --model {BRIGHTNESS} " in command
     assert " --explain" in command and " --resume" not in command
     assert report["progress"][-1] == 100.0
+    # The tiles of the first expression move the bar before it finishes (half of the whole)
+    run = report["progress"][: report["progress"].index(100.0)]
+    assert any(0 < value < 50 for value in run), report["progress"]
     # --explain: how each expression was read reaches the algorithm's log, once each
     readings = [t for k, t in report["feedback"] if k == "console" and "reading: target" in t]
     assert readings == [f'rrsis: reading: target: "{t}"' for t in ("bright fields", "dark water")]
