@@ -20,7 +20,7 @@ import itertools
 import json
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -571,6 +571,24 @@ def run_batch(
             if not record(position, run(position)):
                 break
         return report
+    _side_by_side(run, record, positions, rows_in_flight, stop)
+    return report
+
+
+def _side_by_side(
+    run: Callable[[int], RowOutcome],
+    record: Callable[[int, RowOutcome], bool],
+    positions: Iterator[int],
+    rows_in_flight: int,
+    stop: threading.Event,
+) -> None:
+    """``run`` each position in threads, ``rows_in_flight`` at a time, in order of position.
+
+    Outcomes are given to ``record`` in this thread as rows finish; once it returns False no
+    row starts any more. On any exception here (an interruption) ``stop`` is set, the rows
+    running are waited for (they stop at their next batch of tiles), those that completed
+    meanwhile are recorded too, and the exception goes on.
+    """
     with ThreadPoolExecutor(rows_in_flight, "rrsis-row") as pool:
         running = {pool.submit(run, p): p for p in itertools.islice(positions, rows_in_flight)}
         try:
@@ -583,10 +601,9 @@ def run_batch(
                     for following in itertools.islice(positions, 1):
                         running[pool.submit(run, following)] = following
         except BaseException:
-            stop.set()  # the rows running stop at their next batch of tiles
+            stop.set()
             wait(running)
             for future, position in sorted(running.items(), key=lambda item: item[1]):
                 if future.exception() is None:  # it completed meanwhile: its outputs stand
                     record(position, future.result())
             raise
-    return report
