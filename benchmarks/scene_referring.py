@@ -12,6 +12,12 @@ answer is what a user gets, the union of every polygon it writes.
 
     HF_HUB_OFFLINE=1 python benchmarks/scene_referring.py --work /tmp/scenes   # ~1 h on 2 CPUs
     HF_HUB_OFFLINE=1 python benchmarks/scene_referring.py --quick --no-doc     # smoke run
+    # another checkpoint on chosen scenes, no relations, no tile strategy (printed only)
+    HF_HUB_OFFLINE=1 python benchmarks/scene_referring.py --model /tmp/ft --seeds 7102 7106 \
+        --no-relations --tile-scenes 0 --no-doc
+
+Only a run that writes the doc replaces ``benchmarks/results/scene_referring.json``; the
+others keep their rows in the work folder.
 """
 
 from __future__ import annotations
@@ -49,6 +55,8 @@ def scene_set(args: argparse.Namespace) -> list[tuple[int, int]]:
     """(seed, size) of every evaluation scene."""
     if args.quick:
         return [(FIRST_SEED, 2048), (FIRST_SEED + 1, 2048)]
+    if args.seeds:
+        return [(seed, args.size) for seed in args.seeds]
     sizes = [args.size] * args.scenes + [args.large_size] * args.large_scenes
     return [(FIRST_SEED + i, size) for i, size in enumerate(sizes)]
 
@@ -157,11 +165,16 @@ def main() -> None:
     parser.add_argument("--tile-scenes", type=int, default=4)
     parser.add_argument("--tile-per-kind", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="2 scenes of 2048 px.")
+    parser.add_argument("--seeds", type=int, nargs="+", help="Only these scenes (at --size).")
+    parser.add_argument("--model", default=None, help="Another model (default: the default).")
+    parser.add_argument("--no-relations", action="store_true", help="Leave relations out.")
     parser.add_argument("--no-doc", action="store_true")
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="rrsis-scenes-"))
     work.mkdir(parents=True, exist_ok=True)
-    model = load_model(str(default_model()), "cpu")
+    results = work / RESULTS.name if args.no_doc else RESULTS
+    spec = args.model or str(default_model())
+    model = load_model(spec, "cpu")
     started = time.perf_counter()
     rows: list[dict[str, Any]] = []
     scenes = scene_set(args)
@@ -170,20 +183,23 @@ def main() -> None:
         if not scene_paths(path)["scene_expressions"].exists():
             write_scene(path, size=size, seed=seed, overwrite=True)
         quota = {k: args.tile_per_kind for k in SCENE_KINDS} if index < args.tile_scenes else {}
-        rows += evaluate_scene(path, model, quota, relations=size != args.large_size)
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps(rows, indent=1) + "\n")  # kept if a later scene fails
+        relations = size != args.large_size and not args.no_relations
+        rows += evaluate_scene(path, model, quota, relations)
+        results.parent.mkdir(parents=True, exist_ok=True)
+        results.write_text(json.dumps(rows, indent=1) + "\n")  # kept if a later scene fails
     wall = time.perf_counter() - started
     sizes = ", ".join(
         f"{sum(1 for _, s in scenes if s == n)} x {n} px" for n in sorted({s for _, s in scenes})
     )
     command = " ".join(["python benchmarks/scene_referring.py", *sys.argv[1:]])
+    seeds = ", ".join(map(str, args.seeds)) if args.seeds else f"{scenes[0][0]}-{scenes[-1][0]}"
+    asked = "no scene" if args.no_relations else f"the {args.size} px scenes only"
     body = "\n".join([
         "## Accuracy on synthetic scenes",
         "",
         f"`HF_HUB_OFFLINE=1 {command}` on {machine_line()}, {datetime.date.today().isoformat()}, "
-        f"{wall / 60:.0f} min: default model (`crobim-lite-synth`), {len(scenes)} scenes "
-        f"({sizes}; `rrsis data synth scene` seeds {scenes[0][0]}-{scenes[-1][0]}, used by no "
+        f"{wall / 60:.0f} min: model `{args.model or 'crobim-lite-synth'}`, {len(scenes)} scenes "
+        f"({sizes}; `rrsis data synth scene` seeds {seeds}, used by no "
         "training split and no other figure), every scene-level sentence the scene's own "
         "`NAME.scene_expressions.json` holds, answered as `rrsis segment` answers them by "
         "default (scene strategy, each referent checked against the model's vocabulary). "
@@ -191,7 +207,7 @@ def main() -> None:
         "referent with IoU >= 0.5. The per-tile strategy runs one full pass per sentence, so it "
         f"was run on the first {args.tile_scenes} scenes, {args.tile_per_kind} sentence(s) of "
         "each kind; its answer is what a user gets: the union of all the polygons it writes. "
-        f"Relations (a second pass, for the anchor) were asked on the {args.size} px scenes only.",
+        f"Relations (a second pass, for the anchor) were asked on {asked}.",
         "",
         table(rows),
     ])  # fmt: skip
