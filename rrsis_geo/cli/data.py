@@ -188,6 +188,14 @@ def synth_chips(
         int, typer.Option(min=1, help="Chips to draw (about 3.8 expressions each).")
     ] = 1000,
     seed: Annotated[int, typer.Option(help="The split's seed: same seed, same bytes.")] = 0,
+    every_instance: Annotated[
+        bool,
+        typer.Option(
+            "--every-instance",
+            help="Also one 'every' sample per chip with several objects of a category "
+            "('The ship.', all of them in the mask); the other samples stay the same.",
+        ),
+    ] = False,
     overwrite: OverwriteOption = False,
     json_output: JsonOption = False,
     quiet: QuietOption = False,
@@ -195,13 +203,14 @@ def synth_chips(
     """Draw 512 x 512 chips with expressions as one split of a RISBench-layout folder.
 
     Kinds: attribute, position, relation, superlative and negative (a category absent from
-    the chip, with an empty mask). Same seed, same bytes.
+    the chip, with an empty mask), and with --every-instance also every (a bare category,
+    every object of it the referent). Same seed, same bytes.
     """
     with command_errors("no partial split left behind"):
         from rrsis_geo.data.synth import write_chips
 
         with TerminalProgress(f"{split} chips", not quiet) as progress:
-            summary = write_chips(root, split, images, seed, overwrite, progress)
+            summary = write_chips(root, split, images, seed, overwrite, progress, every_instance)
     if json_output:
         typer.echo(json.dumps(summary.to_dict()))
     elif not quiet:

@@ -444,6 +444,11 @@ def referent_candidates(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per image, the candidate that best overlaps the target, and whether it overlaps enough.
 
+    A target of two or more separate parts (at the candidates' resolution) has no referent
+    among the candidates: it names several objects ("The ship." over every ship of the
+    image), and choosing one of them would teach the selector a choice the sentence did not
+    make.
+
     Args:
         candidates: Candidates of B images.
         target: ``(B, H_t, W_t)`` target masks (any resolution; resized to the candidates').
@@ -451,7 +456,7 @@ def referent_candidates(
 
     Returns:
         ``(B,)`` candidate indices and ``(B,)`` bools (False: the mask missed the referent,
-        or there is none).
+        there is none, or the target holds several objects).
     """
     masks = candidates.masks.float()
     size = masks.shape[-2:]
@@ -462,7 +467,15 @@ def referent_candidates(
     union = masks.sum(dim=(2, 3)) + target.sum(dim=(2, 3)) - intersection
     iou = torch.where(candidates.valid, intersection / union.clamp(min=1e-6), -1.0)
     best_iou, best = iou.max(dim=1)
-    return best, best_iou >= min_iou
+    return best, (best_iou >= min_iou) & (_part_count(target[:, 0] > 0.5) <= 1)
+
+
+def _part_count(mask: torch.Tensor) -> torch.Tensor:
+    """``(B,)`` number of 8-connected parts of ``(B, H, W)`` booleans."""
+    labels = connected_components(mask).flatten(1)
+    # A part's id is its largest flat index + 1: the pixel holding its own id is its last.
+    own = torch.arange(1, labels.shape[1] + 1, device=labels.device)
+    return (labels == own).sum(dim=1)
 
 
 def selection_loss(

@@ -32,6 +32,31 @@ def file_bytes(folder):
     }
 
 
+def test_every_instance_samples_mark_every_object_and_change_no_other(tmp_path):
+    plain = write_chips(tmp_path / "plain", "train", 6, seed=5)
+    summary = write_chips(tmp_path / "every", "train", 6, seed=5, every_instance=True)
+    assert "every" not in plain.kinds and summary.kinds["every"] >= 1
+    every = [
+        json.loads(line)
+        for line in (tmp_path / "every" / "synth_train.jsonl").read_text().splitlines()
+    ]
+    others = [r for r in every if r["kind"] != "every"]
+    assert others == [
+        json.loads(line)
+        for line in (tmp_path / "plain" / "synth_train.jsonl").read_text().splitlines()
+    ]
+    samples = open_dataset(tmp_path / "every", "train", "risbench")
+    for index, record in enumerate(every):
+        if record["kind"] != "every":
+            continue
+        world = chip_world(record["seed"], record["image_index"])
+        ids = [o.object_id for o in world.objects if o.category == record["category_name"]]
+        assert len(ids) >= 2
+        assert sorted([record["object_id"], *record["other_object_ids"]]) == sorted(ids)
+        assert np.array_equal(samples[index].mask, np.isin(world.labels, ids))
+        assert record["category_name"] in samples[index].expression.lower()
+
+
 def test_chips_same_seed_same_bytes(tmp_path):
     write_chips(tmp_path / "a", "test", 3, seed=11)
     write_chips(tmp_path / "b", "test", 3, seed=11)

@@ -14,6 +14,7 @@ from rrsis_geo.nn.selection import (
     ObjectSelector,
     connected_components,
     find_candidates,
+    referent_candidates,
     selection_loss,
 )
 
@@ -119,6 +120,13 @@ def test_selection_loss_targets_the_candidate_over_the_referent():
     missed = torch.zeros(3, 16, 16)
     missed[:, 13:16, 13:16] = 1
     assert selection_loss(scores, candidates, missed).item() == 0.0
+
+    # A target holding two objects ("The ship." over every ship) names no one candidate.
+    both = target.clone()
+    both[:, 10:16, 18:26] = 1  # and the 3x4 block
+    assert selection_loss(scores, candidates, both, present).item() == 0.0
+    _, found = referent_candidates(candidates, both)
+    assert not found.any()
 
 
 def train_selector(selector, batch, steps):
@@ -319,7 +327,7 @@ def test_mask_loss_and_selection_loss_train_separate_parts(tiny_selecting):
         }
 
     assert reached(out.unselected_logits.square().mean()) == {"mask_head"}
-    target = (out.unselected_logits.detach() > 0).float()
+    target = out.candidates.masks[:, 0].float()  # one region: a referent to choose
     assert reached(selection_loss(out.candidate_scores, out.candidates, target)) == {"selector"}
 
 

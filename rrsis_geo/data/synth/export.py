@@ -35,7 +35,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from rrsis_geo.data.synth.expressions import Expression, make_expressions
+from rrsis_geo.data.synth.expressions import (
+    Expression,
+    every_instance_expression,
+    make_expressions,
+)
 from rrsis_geo.data.synth.scene_expressions import make_scene_expressions
 from rrsis_geo.data.synth.world import GSD, World, render_world
 from rrsis_geo.errors import InputError, OutputError
@@ -71,6 +75,11 @@ def _chip_rng(seed: int, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, index])
 
 
+def _every_rng(seed: int, index: int) -> np.random.Generator:
+    # Its own stream, so that asking for every-instance expressions changes no other sample.
+    return np.random.default_rng([seed, index, 1])
+
+
 def chip_world(seed: int, index: int) -> World:
     """The frame of chip ``index`` of a split drawn with ``seed``, as :func:`write_chips` drew it.
 
@@ -87,6 +96,7 @@ def write_chips(
     seed: int,
     overwrite: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    every_instance: bool = False,
 ) -> ChipSummary:
     """Write ``images`` chips and their expressions as one split of a RISBench-layout folder.
 
@@ -97,6 +107,9 @@ def write_chips(
         seed: The split's seed: same seed, same bytes.
         overwrite: Replace an existing split of that name.
         progress: Called as ``progress(done, total)``.
+        every_instance: Also give each chip with two or more objects of a category one
+            ``every`` expression ("The ship.", every ship in the mask). It is drawn from a
+            generator of its own, so the other samples are those of a split without it.
 
     Raises:
         InputError: ``images`` is not positive or ``split`` is not a plain name.
@@ -121,7 +134,11 @@ def write_chips(
             rng = _chip_rng(seed, index)
             world = render_world(rng, CHIP_SIZE, CHIP_SIZE)
             first: Path | None = None
-            for number, expression in enumerate(make_expressions(rng, world)):
+            expressions = make_expressions(rng, world)
+            every = every_instance_expression(_every_rng(seed, index), world)
+            if every_instance and every is not None:
+                expressions.append(every)
+            for number, expression in enumerate(expressions):
                 name = f"{split}_{index}_{number}.png"
                 image_path = staging / "img_rgb" / name
                 if first is None:
@@ -129,7 +146,7 @@ def write_chips(
                     first = image_path
                 else:
                     _link_or_copy(first, image_path)
-                mask = world.mask(expression.object_id).astype(np.uint8) * 255
+                mask = world.mask(*expression.referents or (0,)).astype(np.uint8) * 255
                 Image.fromarray(mask, mode="L").save(staging / "mask" / name, compress_level=1)
                 lines.append(f"{name} {expression.text}\n")
                 records.append(_record(name, expression, split, seed, index))
@@ -151,7 +168,9 @@ def write_chips(
 
 
 def _record(name: str, expression: Expression, split: str, seed: int, index: int) -> dict:
+    others = {"other_object_ids": list(expression.others)} if expression.others else {}
     return {
+        **others,
         "sample_id": Path(name).stem,
         "file_name": name,
         "split": split,

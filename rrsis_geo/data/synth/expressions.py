@@ -7,7 +7,11 @@ edge of the image.", "The small, rectangular swimming pool."):
 - ``position``: place in the image ("The storage tank at the top left of the image.");
 - ``relation``: nearest to another object or to the road ("The vehicle closest to the airplane.");
 - ``superlative``: size and order ("The largest storage tank.", "The second ship from the left.");
-- ``negative``: a category absent from the frame (referent 0, empty mask).
+- ``negative``: a category absent from the frame (referent 0, empty mask);
+- ``every``: a bare category over a frame with several of it ("The ship."): every one is
+  the referent. Only :func:`every_instance_expression` makes it, for splits that ask for it:
+  it teaches the mask *before* object selection, which a scene's description pass reads, to
+  mark every instance rather than the most salient (docs/scene-referring.md).
 
 An expression is only emitted when it is unambiguous with a margin: the referent must win by a
 clear gap in size, distance or position, so that the mask is the one correct answer.
@@ -23,9 +27,9 @@ import numpy as np
 
 from rrsis_geo.data.synth.world import CATEGORIES, World, WorldObject
 
-__all__ = ["EXPRESSION_TYPES", "Expression", "make_expressions"]
+__all__ = ["EXPRESSION_TYPES", "Expression", "every_instance_expression", "make_expressions"]
 
-EXPRESSION_TYPES = ("attribute", "position", "relation", "superlative", "negative")
+EXPRESSION_TYPES = ("attribute", "position", "relation", "superlative", "negative", "every")
 
 
 @dataclass(frozen=True)
@@ -37,12 +41,19 @@ class Expression:
         kind: One of :data:`EXPRESSION_TYPES`.
         object_id: The referent's ``object_id``; 0 for a negative (nothing is referred to).
         category: The category the sentence names.
+        others: The further referents of an ``every`` expression (empty for other kinds).
     """
 
     text: str
     kind: str
     object_id: int
     category: str
+    others: tuple[int, ...] = ()
+
+    @property
+    def referents(self) -> tuple[int, ...]:
+        """Every ``object_id`` the sentence refers to (none for a negative)."""
+        return (self.object_id, *self.others) if self.object_id else ()
 
 
 def _sentence(rng: np.random.Generator, templates: list[str], **words: str) -> str:
@@ -275,3 +286,21 @@ def make_expressions(
         if negative is not None:
             expressions.append(negative)
     return expressions
+
+
+def every_instance_expression(rng: np.random.Generator, world: World) -> Expression | None:
+    """A bare category over every one of its objects, for a category with two or more.
+
+    None when no category of ``world`` has two objects.
+    """
+    by_category: dict[str, list[int]] = {}
+    for obj in world.objects:
+        by_category.setdefault(obj.category, []).append(obj.object_id)
+    several = sorted(c for c, ids in by_category.items() if len(ids) >= 2)
+    if not several:
+        return None
+    cat = str(rng.choice(several))
+    # Mostly the words the scene pipeline's description pass sends ("The ship.").
+    text = _sentence(rng, ["the {cat}.", "the {cat}.", "the {cat}s.", "all the {cat}s."], cat=cat)
+    first, *others = sorted(by_category[cat])
+    return Expression(text, "every", first, cat, tuple(others))

@@ -156,9 +156,11 @@ class World:
     roads: list[Road] = field(default_factory=list)
     water: np.ndarray | None = None
 
-    def mask(self, object_id: int) -> np.ndarray:
-        """Boolean mask of one object (all False for 0, the id of no object)."""
-        return self.labels == object_id if object_id else np.zeros(self.labels.shape, bool)
+    def mask(self, object_id: int, *others: int) -> np.ndarray:
+        """Boolean mask of one object, or of several (all False for 0, the id of no object)."""
+        if not object_id:
+            return np.zeros(self.labels.shape, bool)
+        return np.isin(self.labels, (object_id, *others)) if others else self.labels == object_id
 
 
 def render_world(
