@@ -210,6 +210,11 @@ def test_synth_cli_writes_a_split_and_refuses_bad_output(tmp_path):
     assert summary["images"] == 2 and summary["samples"] == len(
         (tmp_path / "d" / "output_phrase_test.txt").read_text().splitlines()
     )
+    every = rrsis(
+        "chips", tmp_path / "d", "--split", "train", "--images", "2", "--every-instance", "--json"
+    )
+    assert every.returncode == 0, every.stderr
+    assert json.loads(every.stdout)["kinds"].get("every", 0) >= 1
     again = rrsis("chips", tmp_path / "d", "--split", "test", "--images", "2")
     assert again.returncode == 1
     assert again.stderr.strip().count("\n") == 0 and "use --overwrite" in again.stderr
