@@ -192,8 +192,9 @@ def synth_chips(
         bool,
         typer.Option(
             "--every-instance",
-            help="Also one 'every' sample per chip with several objects of a category "
-            "('The ship.', all of them in the mask); the other samples stay the same.",
+            help="Also, per chip with several objects of a category, an 'every' sample "
+            "('The ship.', all of them in the mask) and a negative in the same words for a "
+            "category it lacks; the other samples stay the same.",
         ),
     ] = False,
     overwrite: OverwriteOption = False,
@@ -204,7 +205,7 @@ def synth_chips(
 
     Kinds: attribute, position, relation, superlative and negative (a category absent from
     the chip, with an empty mask), and with --every-instance also every (a bare category,
-    every object of it the referent). Same seed, same bytes.
+    every object of it the referent) with a bare negative beside it. Same seed, same bytes.
     """
     with command_errors("no partial split left behind"):
         from rrsis_geo.data.synth import write_chips

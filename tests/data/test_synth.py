@@ -36,25 +36,29 @@ def test_every_instance_samples_mark_every_object_and_change_no_other(tmp_path):
     plain = write_chips(tmp_path / "plain", "train", 6, seed=5)
     summary = write_chips(tmp_path / "every", "train", 6, seed=5, every_instance=True)
     assert "every" not in plain.kinds and summary.kinds["every"] >= 1
-    every = [
-        json.loads(line)
-        for line in (tmp_path / "every" / "synth_train.jsonl").read_text().splitlines()
-    ]
-    others = [r for r in every if r["kind"] != "every"]
-    assert others == [
-        json.loads(line)
-        for line in (tmp_path / "plain" / "synth_train.jsonl").read_text().splitlines()
-    ]
+
+    def records(folder):
+        lines = (tmp_path / folder / "synth_train.jsonl").read_text().splitlines()
+        return {r["sample_id"]: r for r in map(json.loads, lines)}
+
+    before, after = records("plain"), records("every")
+    assert all(after[name] == record for name, record in before.items())
+    added = [after[name] for name in after if name not in before]
+    assert [r["kind"] for r in added] == ["every", "negative"] * summary.kinds["every"]
     samples = open_dataset(tmp_path / "every", "train", "risbench")
-    for index, record in enumerate(every):
-        if record["kind"] != "every":
-            continue
+    index = {sample.sample_id: sample for sample in samples}
+    for record in added:
         world = chip_world(record["seed"], record["image_index"])
         ids = [o.object_id for o in world.objects if o.category == record["category_name"]]
+        mask = index[record["sample_id"]].mask
+        # The bare category's words: "The ship.", "The ships.", "All the ships."
+        assert record["sent"].lower().rstrip(".").rstrip("s").endswith(record["category_name"])
+        if record["kind"] == "negative":
+            assert not ids and not mask.any()
+            continue
         assert len(ids) >= 2
         assert sorted([record["object_id"], *record["other_object_ids"]]) == sorted(ids)
-        assert np.array_equal(samples[index].mask, np.isin(world.labels, ids))
-        assert record["category_name"] in samples[index].expression.lower()
+        assert np.array_equal(mask, np.isin(world.labels, ids))
 
 
 def test_chips_same_seed_same_bytes(tmp_path):

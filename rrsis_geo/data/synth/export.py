@@ -37,7 +37,7 @@ from PIL import Image
 
 from rrsis_geo.data.synth.expressions import (
     Expression,
-    every_instance_expression,
+    every_instance_expressions,
     make_expressions,
 )
 from rrsis_geo.data.synth.scene_expressions import make_scene_expressions
@@ -108,8 +108,9 @@ def write_chips(
         overwrite: Replace an existing split of that name.
         progress: Called as ``progress(done, total)``.
         every_instance: Also give each chip with two or more objects of a category one
-            ``every`` expression ("The ship.", every ship in the mask). It is drawn from a
-            generator of its own, so the other samples are those of a split without it.
+            ``every`` expression ("The ship.", every ship in the mask) and one negative in
+            the same words ("The airplane." with none there). They are drawn from a
+            generator of their own, so the other samples are those of a split without them.
 
     Raises:
         InputError: ``images`` is not positive or ``split`` is not a plain name.
@@ -135,9 +136,8 @@ def write_chips(
             world = render_world(rng, CHIP_SIZE, CHIP_SIZE)
             first: Path | None = None
             expressions = make_expressions(rng, world)
-            every = every_instance_expression(_every_rng(seed, index), world)
-            if every_instance and every is not None:
-                expressions.append(every)
+            if every_instance:
+                expressions += every_instance_expressions(_every_rng(seed, index), world)
             for number, expression in enumerate(expressions):
                 name = f"{split}_{index}_{number}.png"
                 image_path = staging / "img_rgb" / name

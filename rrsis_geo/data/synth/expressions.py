@@ -9,7 +9,7 @@ edge of the image.", "The small, rectangular swimming pool."):
 - ``superlative``: size and order ("The largest storage tank.", "The second ship from the left.");
 - ``negative``: a category absent from the frame (referent 0, empty mask);
 - ``every``: a bare category over a frame with several of it ("The ship."): every one is
-  the referent. Only :func:`every_instance_expression` makes it, for splits that ask for it:
+  the referent. Only :func:`every_instance_expressions` makes it, for splits that ask for it:
   it teaches the mask *before* object selection, which a scene's description pass reads, to
   mark every instance rather than the most salient (docs/scene-referring.md).
 
@@ -27,7 +27,7 @@ import numpy as np
 
 from rrsis_geo.data.synth.world import CATEGORIES, World, WorldObject
 
-__all__ = ["EXPRESSION_TYPES", "Expression", "every_instance_expression", "make_expressions"]
+__all__ = ["EXPRESSION_TYPES", "Expression", "every_instance_expressions", "make_expressions"]
 
 EXPRESSION_TYPES = ("attribute", "position", "relation", "superlative", "negative", "every")
 
@@ -288,19 +288,26 @@ def make_expressions(
     return expressions
 
 
-def every_instance_expression(rng: np.random.Generator, world: World) -> Expression | None:
-    """A bare category over every one of its objects, for a category with two or more.
+def every_instance_expressions(rng: np.random.Generator, world: World) -> list[Expression]:
+    """A bare category over every one of its objects, and a bare category the frame lacks.
 
-    None when no category of ``world`` has two objects.
+    The first is an ``every`` expression for a category with two or more objects ("The
+    ship.", every ship in the mask); the second a ``negative`` in the same words for an absent
+    category ("The airplane." over ships, an empty mask). Both or neither: taught alone, the
+    first makes a bare category mark whatever looks like it (a white ship read as "The
+    airplane.", docs/scene-referring.md); the second teaches it to mark nothing else.
     """
     by_category: dict[str, list[int]] = {}
     for obj in world.objects:
         by_category.setdefault(obj.category, []).append(obj.object_id)
     several = sorted(c for c, ids in by_category.items() if len(ids) >= 2)
-    if not several:
-        return None
-    cat = str(rng.choice(several))
+    absent = [c for c in CATEGORIES if c not in by_category]
+    if not several or not absent:
+        return []
     # Mostly the words the scene pipeline's description pass sends ("The ship.").
-    text = _sentence(rng, ["the {cat}.", "the {cat}.", "the {cat}s.", "all the {cat}s."], cat=cat)
+    templates = ["the {cat}.", "the {cat}.", "the {cat}s.", "all the {cat}s."]
+    cat = str(rng.choice(several))
     first, *others = sorted(by_category[cat])
-    return Expression(text, "every", first, cat, tuple(others))
+    every = Expression(_sentence(rng, templates, cat=cat), "every", first, cat, tuple(others))
+    missing = str(rng.choice(absent))
+    return [every, Expression(_sentence(rng, templates, cat=missing), "negative", 0, missing)]
