@@ -2,7 +2,6 @@
 
 import json
 from collections import Counter
-from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -133,4 +132,4 @@ def test_write_scene_writes_them_and_keeps_the_other_bytes(tmp_path, worlds):
     # Their own generator: the scene's expressions are drawn as before.
     rng = np.random.default_rng(seed)
     before = make_expressions(rng, worlds[seed], per_kind=5, negatives=1.0)
-    assert json.loads(paths["expressions"].read_text()) == [asdict(e) for e in before]
+    assert json.loads(paths["expressions"].read_text()) == [e.to_dict() for e in before]

@@ -273,25 +273,32 @@ def test_selection_loss_trains_the_selector_and_nothing_else(run_config):
 
 
 def make_square_pairs(root):
-    """Two bright squares per image, a large and a small one apart; the target holds both.
+    """Two bright squares per image, a large and a small one apart, under one sentence.
 
-    The mask learns to find both, so every expression has two candidates, and the one that
-    best overlaps the target (the selector's label) is the large square: a rule a fresh
-    selector can learn from the candidates' sizes.
+    Each image comes three times with the same words: twice with both squares in the target,
+    once with the large one alone. The mask cannot tell these apart, so it learns to find
+    both squares; the one-square samples then have two candidates, and the one over the
+    target (the selector's label) is the large square: a rule a fresh selector can learn from
+    the candidates' sizes. The two-square targets are two objects (as "The ship." over every
+    ship is), which teach no choice: the selection loss and the finishing fit leave them out.
     """
     rng = np.random.default_rng(1)
     for phrases in root.glob("output_phrase_*.txt"):
         lines = []
-        for line in phrases.read_text().splitlines():
-            name = line.split()[0]
-            image = (rng.random((SIZE, SIZE, 3)) * 80).astype(np.uint8)
+        names = [line.split()[0] for line in phrases.read_text().splitlines()]
+        if phrases.name == "output_phrase_train.txt":
+            names = [f"train_{index}_0.png" for index in range(24)]
+        for number, name in enumerate(names):
+            if number % 3 == 0:
+                image = (rng.random((SIZE, SIZE, 3)) * 80).astype(np.uint8)
+                large_left = bool(rng.integers(0, 2))
+                tops = rng.integers(2, SIZE - 2 - 16, size=2)
             mask = np.zeros((SIZE, SIZE), dtype=np.uint8)
-            large_left = bool(rng.integers(0, 2))
-            for side, size in ((large_left, 16), (not large_left, 10)):
+            for side, size, top in ((large_left, 16, tops[0]), (not large_left, 10, tops[1])):
                 left = 2 if side else SIZE - 2 - size
-                top = int(rng.integers(2, SIZE - 2 - size))
                 image[top : top + size, left : left + size] = 230
-                mask[top : top + size, left : left + size] = 255
+                if size == 16 or number % 3 < 2:
+                    mask[top : top + size, left : left + size] = 255
             Image.fromarray(image).save(root / "img_rgb" / name)
             Image.fromarray(mask, mode="L").save(root / "mask" / name)
             lines.append(f"{name} the bright squares\n")
@@ -311,7 +318,7 @@ def test_selector_finish_refits_only_the_selector_on_the_finished_mask(run_confi
     root = Path(load_config(run_config).data.root)
     make_square_pairs(root)
     models, run_dirs = {}, {}
-    for images in (8, 0):
+    for images in (24, 0):
         config = load_config(
             run_config,
             [
@@ -329,23 +336,23 @@ def test_selector_finish_refits_only_the_selector_on_the_finished_mask(run_confi
         run_dirs[images] = train(config)
         last = run_dirs[images] / "checkpoints" / "last"
         models[images], tokenizer = CroBIM.from_pretrained(last)
-    finished, plain = (dict(models[n].named_parameters()) for n in (8, 0))
+    finished, plain = (dict(models[n].named_parameters()) for n in (24, 0))
     differing = {
         name.split(".")[0] for name in finished if not torch.equal(finished[name], plain[name])
     }
     assert differing == {"selector"}
-    facts = json.loads((run_dirs[8] / "selector_finish.json").read_text())
-    assert facts["images"] == 8 and facts["steps"] == 60
+    facts = json.loads((run_dirs[24] / "selector_finish.json").read_text())
+    assert facts["images"] == 24 and facts["steps"] == 60
     assert not (run_dirs[0] / "selector_finish.json").exists()
-    state = json.loads((run_dirs[8] / "checkpoints" / "last" / "trainer_state.json").read_text())
+    state = json.loads((run_dirs[24] / "checkpoints" / "last" / "trainer_state.json").read_text())
     assert state["selector_finished"] is True
     validated = {}
-    for images in (8, 0):
+    for images in (24, 0):
         with open(run_dirs[images] / "val_log.csv") as handle:
             validated[images] = [row["step"] for row in csv.DictReader(handle)]
-    assert validated[8] == [*validated[0], "30"]  # validated again after the fit
+    assert validated[24] == [*validated[0], "30"]  # validated again after the fit
 
-    model = models[8].eval()
+    model = models[24].eval()
     samples = TrainingSamples(open_dataset(root, "train", "risbench"), model.config, tokenizer)
     loader = DataLoader(samples, batch_size=4, collate_fn=collate)
     examples = gather_selection_examples(model, loader, torch.device("cpu"))

@@ -312,7 +312,7 @@ def write_scene(
         with _fixed_ogr_date():
             frame.to_file(staged["objects"], driver="GPKG", layer="objects", engine="pyogrio")
         staged["expressions"].write_text(
-            json.dumps([asdict(e) for e in expressions], indent=1) + "\n"
+            json.dumps([e.to_dict() for e in expressions], indent=1) + "\n"
         )
         staged["scene_expressions"].write_text(
             json.dumps([e.to_dict() for e in scene_expressions], indent=1) + "\n"

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -49,6 +49,15 @@ class Expression:
     object_id: int
     category: str
     others: tuple[int, ...] = ()
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready form, with ``others`` only when there are any (as files had before it)."""
+        data = asdict(self)
+        if self.others:
+            data["others"] = list(self.others)
+        else:
+            del data["others"]
+        return data
 
     @property
     def referents(self) -> tuple[int, ...]:
