@@ -13,7 +13,7 @@ answer is what a user gets, the union of every polygon it writes.
     HF_HUB_OFFLINE=1 python benchmarks/scene_referring.py --work /tmp/scenes   # ~1 h on 2 CPUs
     HF_HUB_OFFLINE=1 python benchmarks/scene_referring.py --quick --no-doc     # smoke run
     # another checkpoint on chosen scenes, no relations, no tile strategy (printed only)
-    HF_HUB_OFFLINE=1 python benchmarks/scene_referring.py --model /tmp/ft --seeds 7102 7106 \
+    HF_HUB_OFFLINE=1 python benchmarks/scene_referring.py --model CHECKPOINT --seeds 7102 7106 \
         --no-relations --tile-scenes 0 --no-doc
 
 Only a run that writes the doc replaces ``benchmarks/results/scene_referring.json``; the
