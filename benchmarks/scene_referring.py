@@ -16,8 +16,8 @@ answer is what a user gets, the union of every polygon it writes.
     HF_HUB_OFFLINE=1 python benchmarks/scene_referring.py --model CHECKPOINT --seeds 7102 7106 \
         --no-relations --tile-scenes 0 --no-doc
 
-Only a run that writes the doc replaces ``benchmarks/results/scene_referring.json``; the
-others keep their rows in the work folder.
+Only a run that writes the doc replaces ``benchmarks/results/scene_referring.json``, when it
+has finished; every run keeps its rows so far in the work folder (``scene_referring.json``).
 """
 
 from __future__ import annotations
@@ -172,7 +172,7 @@ def main() -> None:
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="rrsis-scenes-"))
     work.mkdir(parents=True, exist_ok=True)
-    results = work / RESULTS.name if args.no_doc else RESULTS
+    partial = work / RESULTS.name  # rows so far, kept if a later scene fails
     spec = args.model or str(default_model())
     model = load_model(spec, "cpu")
     started = time.perf_counter()
@@ -185,8 +185,7 @@ def main() -> None:
         quota = {k: args.tile_per_kind for k in SCENE_KINDS} if index < args.tile_scenes else {}
         relations = size != args.large_size and not args.no_relations
         rows += evaluate_scene(path, model, quota, relations)
-        results.parent.mkdir(parents=True, exist_ok=True)
-        results.write_text(json.dumps(rows, indent=1) + "\n")  # kept if a later scene fails
+        partial.write_text(json.dumps(rows, indent=1) + "\n")
     wall = time.perf_counter() - started
     sizes = ", ".join(
         f"{sum(1 for _, s in scenes if s == n)} x {n} px" for n in sorted({s for _, s in scenes})
@@ -212,7 +211,9 @@ def main() -> None:
         table(rows),
     ])  # fmt: skip
     print(body)
-    if not args.no_doc:
+    if not args.no_doc:  # the committed rows and the doc change together, at the end
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(rows, indent=1) + "\n")
         write_section(DOC, body, BEGIN, END, title="Scene-level referring")
 
 
