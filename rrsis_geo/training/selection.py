@@ -56,7 +56,7 @@ def gather_selection_examples(
     """The selector inputs of every expression whose referent is one of two or more candidates.
 
     Expressions with a single candidate, an absent referent, or a referent the mask missed
-    teach no choice, and are left out.
+    teach no choice, and are left out (negatives before the forward, to save it).
 
     Args:
         model: A CroBIM with ``object_selection``; it is run in eval mode and left in it.
@@ -73,6 +73,7 @@ def gather_selection_examples(
     parts: list[SelectionInputs] = []
     referents: list[torch.Tensor] = []
     for batch in batches:
+        batch = _present_only(batch)
         batch = {key: value.to(device) for key, value in batch.items()}
         output = model(
             batch["image"],
@@ -93,6 +94,20 @@ def gather_selection_examples(
     if not parts:
         raise ValueError("no batches to gather selection examples from")
     return SelectionExamples(SelectionInputs.concatenate(parts), torch.cat(referents))
+
+
+def _present_only(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The batch without its negatives, which have no referent to gather (a cheaper forward).
+
+    In a batch grouped by image every image stays (``image_index`` keeps naming them), even
+    one left with no expression. A batch of negatives only is returned whole, so that its
+    (empty) share of the examples keeps their shapes.
+    """
+    present = batch["present"].bool()
+    if bool(present.all()) or not bool(present.any()):
+        return batch
+    per_image = {"image"} if "image_index" in batch else set()
+    return {key: value if key in per_image else value[present] for key, value in batch.items()}
 
 
 def fit_selector(

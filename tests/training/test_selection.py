@@ -1,12 +1,20 @@
 """Fitting a fresh selector on gathered selection inputs (a run's ``selector_finish``)."""
 
+import dataclasses
+
 import pytest
 import torch
 
 from rrsis_geo.errors import InputError
+from rrsis_geo.nn.crobim import CroBIM
+from rrsis_geo.nn.encoders import load_tokenizer
 from rrsis_geo.nn.selection import GEOMETRY_FEATURES, RANK_FEATURES, ObjectSelector, SelectionInputs
 from rrsis_geo.training.config import OptimConfig, TrainConfig
-from rrsis_geo.training.selection import SelectionExamples, fit_selector
+from rrsis_geo.training.selection import (
+    SelectionExamples,
+    fit_selector,
+    gather_selection_examples,
+)
 
 DIM = 16
 
@@ -91,3 +99,34 @@ def test_selector_finish_settings_are_checked_when_the_config_is_read(key, value
     with pytest.raises(InputError, match=f"selector_finish.{key} must be"):
         TrainConfig.from_dict({"selector_finish": {key: value}})
     assert TrainConfig.from_dict({"selector_finish": {"images": 10}}).selector_finish.images == 10
+
+
+def test_gathering_leaves_negatives_out_before_the_forward(tiny_config):
+    """Negatives have no referent: the frozen model is not run on them, every image still is."""
+    config = dataclasses.replace(tiny_config, object_selection=True, max_candidates=4)
+    model = CroBIM(config)
+    tokenizer = load_tokenizer(config.text)
+    encoded = tokenizer(
+        ["the tank", "the ship", "the airplane"],
+        padding="max_length",
+        max_length=12,
+        return_tensors="pt",
+    )
+    mask = torch.zeros(3, 64, 64)
+    mask[0, 8:24, 8:24] = 1
+    batch = {
+        "image": torch.randn(2, 3, 64, 64),
+        "input_ids": encoded["input_ids"],
+        "attention_mask": encoded["attention_mask"],
+        "mask": mask,
+        "present": torch.tensor([1.0, 0.0, 0.0]),
+        "image_index": torch.tensor([0, 0, 1]),  # image 1 has only a negative
+    }
+    seen = []
+    model.register_forward_pre_hook(lambda _, args: seen.append((len(args[0]), len(args[1]))))
+    gather_selection_examples(model, [batch], torch.device("cpu"))
+    assert seen == [(2, 1)]  # two images, one expression
+    seen.clear()
+    negatives_only = {**batch, "present": torch.zeros(3)}
+    examples = gather_selection_examples(model, [negatives_only], torch.device("cpu"))
+    assert len(examples) == 0 and seen == [(2, 3)]
