@@ -8,6 +8,8 @@ costs, is left out. Prints only: the figures go into the doc that quotes them, w
 command.
 
     HF_HUB_OFFLINE=1 python benchmarks/train_step_parts.py models/configs/crobim-lite-synth.yaml
+    HF_HUB_OFFLINE=1 python benchmarks/train_step_parts.py models/configs/crobim-lite-synth.yaml \
+        model_overrides.head_width=64
 """
 
 from __future__ import annotations
@@ -47,9 +49,10 @@ def main() -> None:
     """Time the steps and print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("config", type=Path)
+    parser.add_argument("overrides", nargs="*", help="KEY=VALUE, as for rrsis train.")
     parser.add_argument("--steps", type=int, default=6, help="Timed steps (one more is run).")
     args = parser.parse_args()
-    config = load_config(args.config)
+    config = load_config(args.config, args.overrides)
     torch.manual_seed(config.seed)
     task = task_for(config)
     model_config = task.model_config(config)
@@ -79,7 +82,7 @@ def main() -> None:
             expressions += batch["mask"].shape[0]
     steps = args.steps
     print(
-        f"{args.config}: {steps} steps of {config.batch_size} items, "
+        f"{args.config} {' '.join(args.overrides)}: {steps} steps of {config.batch_size} items, "
         f"{expressions / steps:.1f} expressions per step, {torch.get_num_threads()} threads"
     )
     print(f"forward {forward / steps:.3f} s, backward {backward / steps:.3f} s per step")

@@ -91,6 +91,10 @@ class CroBIMConfig:
         head_coordinates: Give the mask head each pixel's (x, y) place in the image as two more
             input channels (our addition, off in the paper configs): the sentence can then
             favour a side of the image directly ("the ship at the left of the image").
+        head_width: Channels of the mask head's refinement and of the pixel features it gives
+            (None: ``dim``; our addition). The refinement runs once per expression at stride 4
+            and is the largest part of a CPU training step (``benchmarks/train_step_parts.py``):
+            a narrower one is cheaper, at the same resolution.
         sentence_mean: Add the mean of the plain word features (what MiniLM was trained to give
             as a sentence embedding) to the heads' sentence vector (our addition, off in the
             paper configs). The attention pooling listens to the words that match something
@@ -141,6 +145,7 @@ class CroBIMConfig:
     mid_positions: bool = False
     mid_self_attention: bool = False
     head_coordinates: bool = False
+    head_width: int | None = None
     sentence_mean: bool = False
     object_selection: bool = False
     max_candidates: int = 12

@@ -164,9 +164,9 @@ class CroBIM(nn.Module):
         )
         self.sentence = SentenceQuery(dim, config.num_heads)
         self.sentence_mean = nn.Linear(text_dim, dim) if config.sentence_mean else None
-        self.mask_head = MaskHead(dim, config.head_coordinates)
+        self.mask_head = MaskHead(dim, config.head_coordinates, config.head_width)
         self.selector = self._new_selector() if config.object_selection else None
-        self.presence_head = PresenceHead(dim)
+        self.presence_head = PresenceHead(dim, config.head_width)
 
     def _new_selector(self) -> ObjectSelector:
         config = self.config
@@ -179,6 +179,7 @@ class CroBIM(nn.Module):
             ranks=config.selection_ranks,
             nearness=config.selection_nearness,
             geometry_weights=config.selection_geometry_weights,
+            pixel_dim=config.head_width,
         )
 
     def reset_selector(self) -> None:

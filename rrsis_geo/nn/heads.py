@@ -55,26 +55,28 @@ class MaskHead(nn.Module):
     Args:
         dim: Width D.
         coordinates: Append the pixels' (x, y) in [-1, 1] to the refinement's input.
+        width: Channels P of the refinement and the pixel features (None: D).
 
     Shapes:
         decoded ``(B, D, H_8, W_8)``, fine ``(B, D, H_4, W_4)``, sentence ``(B, D)`` ->
-        logits ``(B, H_4, W_4)`` and the pixel features ``(B, D, H_4, W_4)``.
+        logits ``(B, H_4, W_4)`` and the pixel features ``(B, P, H_4, W_4)``.
     """
 
-    def __init__(self, dim: int, coordinates: bool = False) -> None:
+    def __init__(self, dim: int, coordinates: bool = False, width: int | None = None) -> None:
         super().__init__()
+        width = width or dim
         self.coordinates = coordinates
         self.refine = nn.Sequential(
-            nn.Conv2d(2 * dim + (2 if coordinates else 0), dim, 1),
-            nn.GroupNorm(8, dim),
+            nn.Conv2d(2 * dim + (2 if coordinates else 0), width, 1),
+            nn.GroupNorm(8, width),
             nn.GELU(),
-            nn.Conv2d(dim, dim, 3, padding=1),
-            nn.GroupNorm(8, dim),
+            nn.Conv2d(width, width, 3, padding=1),
+            nn.GroupNorm(8, width),
             nn.GELU(),
         )
-        self.sentence = nn.Linear(dim, dim)
+        self.sentence = nn.Linear(dim, width)
         self.bias = nn.Parameter(torch.zeros(1))
-        self.dim = dim
+        self.dim = width
 
     def forward(
         self, decoded: torch.Tensor, fine: torch.Tensor, sentence: torch.Tensor
@@ -93,13 +95,18 @@ class MaskHead(nn.Module):
 class PresenceHead(nn.Module):
     """One logit per image from the sentence and the mask-weighted pixel features.
 
+    Args:
+        dim: Width D of the sentence.
+        pixel_dim: Channels P of the pixel features (None: D).
+
     Shapes:
-        pixels ``(B, D, H, W)``, logits ``(B, H, W)``, sentence ``(B, D)`` -> ``(B,)``.
+        pixels ``(B, P, H, W)``, logits ``(B, H, W)``, sentence ``(B, D)`` -> ``(B,)``.
     """
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, pixel_dim: int | None = None) -> None:
         super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(2 * dim + 1, dim), nn.GELU(), nn.Linear(dim, 1))
+        inputs = (pixel_dim or dim) + dim + 1
+        self.mlp = nn.Sequential(nn.Linear(inputs, dim), nn.GELU(), nn.Linear(dim, 1))
 
     def forward(
         self, pixels: torch.Tensor, logits: torch.Tensor, sentence: torch.Tensor

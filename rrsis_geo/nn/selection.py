@@ -98,7 +98,7 @@ class SelectionInputs:
         geometry: ``(B, K, F)`` candidate geometry (:class:`Candidates`).
         centres: ``(B, K, 2)`` candidate centres (x, y) in [0, 1].
         valid: ``(B, K)`` bool, False for padding.
-        appearance: ``(B, K, D)`` mean pixel feature of each candidate's region.
+        appearance: ``(B, K, P)`` mean pixel feature of each candidate's region.
         words: ``(B, T, D_t)`` plain word features.
         word_mask: ``(B, T)``, 1 for real tokens.
         visual: ``(B, D, H_v, W_v)`` decoded visual map, pooled.
@@ -307,9 +307,10 @@ class ObjectSelector(nn.Module):
             minus x, "the second from the right" the rank-1-from-the-right code. A direct path
             that the transformer would otherwise have to learn through attention; it starts at
             zero.
+        pixel_dim: Channels P of the mask head's pixel features (None: ``dim``).
 
     Shapes:
-        logits ``(B, H, W)``, pixels ``(B, D, H, W)``, words ``(B, T, D_t)``, word mask
+        logits ``(B, H, W)``, pixels ``(B, P, H, W)``, words ``(B, T, D_t)``, word mask
         ``(B, T)``, visual ``(B, D, H_v, W_v)`` -> selected logits ``(B, H, W)``, candidate
         scores ``(B, K)`` (:data:`PADDING_SCORE` for padding) and the :class:`Candidates`.
     """
@@ -326,6 +327,7 @@ class ObjectSelector(nn.Module):
         ranks: bool = False,
         nearness: bool = False,
         geometry_weights: bool = False,
+        pixel_dim: int | None = None,
     ) -> None:
         super().__init__()
         self.ranks = ranks
@@ -335,7 +337,7 @@ class ObjectSelector(nn.Module):
         self.sharpness = sharpness
         self.visual_pool = visual_pool
         self.geometry = nn.Sequential(nn.Linear(features, dim), nn.GELU(), nn.Linear(dim, dim))
-        self.appearance = nn.Linear(dim, dim)
+        self.appearance = nn.Linear(pixel_dim or dim, dim)
         self.words = nn.Linear(text_dim, dim)
         self.norm = nn.LayerNorm(dim)
         self.layers = nn.ModuleList(SelectorLayer(dim, num_heads, nearness) for _ in range(layers))
@@ -397,7 +399,7 @@ class ObjectSelector(nn.Module):
     def scores(self, inputs: SelectionInputs) -> torch.Tensor:
         """``(B, K)`` float32 candidate scores, :data:`PADDING_SCORE` for padding."""
         appearance = inputs.appearance
-        dtype, dim = appearance.dtype, appearance.shape[2]
+        dtype, dim = appearance.dtype, self.score.in_features
         geometry = inputs.geometry.to(dtype)
         tokens = (
             self.geometry(geometry)

@@ -139,6 +139,7 @@ def tiny_variants(request, tiny_config):
             mid_positions=True,
             mid_self_attention=True,
             head_coordinates=True,
+            head_width=16,
             sentence_mean=True,
         )
     return CroBIM(tiny_config).eval(), load_tokenizer(tiny_config.text)

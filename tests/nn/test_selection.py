@@ -358,3 +358,29 @@ def test_forward_without_selection_gives_the_mask_before_selection(tiny_selectin
     assert every.candidate_scores is None and every.unselected_logits is None
     assert torch.allclose(every.mask_logits, selected.unselected_logits, atol=1e-6)
     assert torch.equal(every.presence_logits, selected.presence_logits)
+
+
+def test_a_narrower_mask_head_feeds_the_selector_and_presence_its_width(tiny_config, tmp_path):
+    """``head_width`` narrows the refinement: its pixel features, the selector's appearance and
+    the presence head read that width; the model trains end to end and round-trips."""
+    config = dataclasses.replace(
+        tiny_config, object_selection=True, max_candidates=5, head_width=16
+    )
+    model, tokenizer = CroBIM(config), load_tokenizer(config.text)
+    assert model.mask_head.refine[3].out_channels == 16  # the 3 x 3 conv, 16 of dim 32
+    encoded = tokenizer(
+        ["the largest tank"] * 2, padding="max_length", max_length=12, return_tensors="pt"
+    )
+    images = torch.randn(2, 3, 64, 64)
+    output = model(images, encoded["input_ids"], encoded["attention_mask"])
+    assert output.selection_inputs is not None
+    assert output.selection_inputs.appearance.shape[-1] == 16
+    (output.mask_logits.square().mean() + output.presence_logits.square().mean()).backward()
+    assert model.mask_head.refine[3].weight.grad is not None
+    folder = model.eval().save_pretrained(tmp_path / "narrow", tokenizer)
+    loaded, _ = CroBIM.from_pretrained(folder)
+    assert loaded.config.head_width == 16
+    with torch.no_grad():
+        again = loaded(images, encoded["input_ids"], encoded["attention_mask"])
+        first = model(images, encoded["input_ids"], encoded["attention_mask"])
+    assert torch.equal(first.mask_logits, again.mask_logits)
