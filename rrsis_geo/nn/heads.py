@@ -76,7 +76,7 @@ class MaskHead(nn.Module):
         )
         self.sentence = nn.Linear(dim, width)
         self.bias = nn.Parameter(torch.zeros(1))
-        self.dim = width
+        self.width = width
 
     def forward(
         self, decoded: torch.Tensor, fine: torch.Tensor, sentence: torch.Tensor
@@ -88,7 +88,7 @@ class MaskHead(nn.Module):
             inputs.append(coordinate_maps(fine))
         pixels = self.refine(torch.cat(inputs, dim=1))
         query = self.sentence(sentence)
-        logits = torch.einsum("bd,bdhw->bhw", query, pixels) / self.dim**0.5 + self.bias
+        logits = torch.einsum("bd,bdhw->bhw", query, pixels) / self.width**0.5 + self.bias
         return logits, pixels
 
 
