@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rrsis_geo.errors import InputError
+
 __all__ = ["MaskHead", "PresenceHead", "SentenceQuery", "coordinate_maps"]
 
 
@@ -55,7 +57,11 @@ class MaskHead(nn.Module):
     Args:
         dim: Width D.
         coordinates: Append the pixels' (x, y) in [-1, 1] to the refinement's input.
-        width: Channels P of the refinement and the pixel features (None: D).
+        width: Channels P of the refinement and the pixel features (None: D), a positive
+            multiple of 8.
+
+    Raises:
+        InputError: ``width`` is not a positive multiple of 8.
 
     Shapes:
         decoded ``(B, D, H_8, W_8)``, fine ``(B, D, H_4, W_4)``, sentence ``(B, D)`` ->
@@ -64,7 +70,10 @@ class MaskHead(nn.Module):
 
     def __init__(self, dim: int, coordinates: bool = False, width: int | None = None) -> None:
         super().__init__()
-        width = width or dim
+        if width is not None and (width <= 0 or width % 8):
+            # GroupNorm splits the channels into 8 groups.
+            raise InputError(f"head_width must be a positive multiple of 8, got {width}")
+        width = dim if width is None else width
         self.coordinates = coordinates
         self.refine = nn.Sequential(
             nn.Conv2d(2 * dim + (2 if coordinates else 0), width, 1),
@@ -105,7 +114,7 @@ class PresenceHead(nn.Module):
 
     def __init__(self, dim: int, pixel_dim: int | None = None) -> None:
         super().__init__()
-        inputs = (pixel_dim or dim) + dim + 1
+        inputs = (dim if pixel_dim is None else pixel_dim) + dim + 1
         self.mlp = nn.Sequential(nn.Linear(inputs, dim), nn.GELU(), nn.Linear(dim, 1))
 
     def forward(

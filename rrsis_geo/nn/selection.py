@@ -337,7 +337,7 @@ class ObjectSelector(nn.Module):
         self.sharpness = sharpness
         self.visual_pool = visual_pool
         self.geometry = nn.Sequential(nn.Linear(features, dim), nn.GELU(), nn.Linear(dim, dim))
-        self.appearance = nn.Linear(pixel_dim or dim, dim)
+        self.appearance = nn.Linear(dim if pixel_dim is None else pixel_dim, dim)
         self.words = nn.Linear(text_dim, dim)
         self.norm = nn.LayerNorm(dim)
         self.layers = nn.ModuleList(SelectorLayer(dim, num_heads, nearness) for _ in range(layers))

@@ -5,6 +5,7 @@ import dataclasses
 import pytest
 import torch
 
+from rrsis_geo.errors import InputError
 from rrsis_geo.nn.crobim import CroBIM
 from rrsis_geo.nn.encoders import load_tokenizer
 from rrsis_geo.nn.selection import (
@@ -384,3 +385,11 @@ def test_a_narrower_mask_head_feeds_the_selector_and_presence_its_width(tiny_con
         again = loaded(images, encoded["input_ids"], encoded["attention_mask"])
         first = model(images, encoded["input_ids"], encoded["attention_mask"])
     assert torch.equal(first.mask_logits, again.mask_logits)
+
+
+@pytest.mark.parametrize("width", [0, 12])
+def test_a_head_width_groupnorm_cannot_split_is_refused_in_one_line(tiny_config, width):
+    config = dataclasses.replace(tiny_config, head_width=width)
+    message = f"head_width must be a positive multiple of 8, got {width}"
+    with pytest.raises(InputError, match=message):
+        CroBIM(config)
