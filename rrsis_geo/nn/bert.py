@@ -387,12 +387,14 @@ def load_plain_bert(folder: str | Path) -> PlainBertModel:
     """
     from safetensors.torch import load_file
 
+    from rrsis_geo.nn.checkpointing import owned_tensors
+
     folder = Path(folder)
     architecture = BertArchitecture.from_config_json(folder / "config.json")
     weights_file = folder / "model.safetensors"
     if not weights_file.is_file():
         raise FileNotFoundError(f"{weights_file} not found (only safetensors weights are read)")
-    state = _encoder_state(load_file(str(weights_file)))
+    state = owned_tensors(_encoder_state(load_file(str(weights_file))))
     # Built without storage: the checkpoint supplies every tensor, so a random initialisation
     # (a fifth of a second for MiniLM) would be thrown away.
     model = PlainBertModel(architecture, device="meta")

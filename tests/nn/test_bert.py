@@ -125,6 +125,8 @@ def test_minilm_loads_every_weight_of_transformers(minilm_pair):
     assert plain.get_input_embeddings() is plain.embeddings.word_embeddings
     assert not plain.training
     assert all(parameter.requires_grad for parameter in plain.parameters())
+    # Copies of their own, not views into the file's buffer at unaligned offsets.
+    assert [k for k, v in plain.state_dict().items() if v.data_ptr() % 64] == []
 
 
 @pytest.mark.parametrize("attn_implementation", ["sdpa", "eager"])
