@@ -347,7 +347,7 @@ def report(results: dict[str, dict[str, Any]]) -> str:
             "",
             f"### {label} ({result['date']}, load average after the runs: {load})",
             "",
-            f"Machine: {result['machine']}.",
+            f"Machine: {result.get('machine', 'not recorded')}.",
             "",
             *table(result),
             "",
