@@ -51,7 +51,10 @@ def _compact(tensor: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def gather_selection_examples(
-    model: CroBIM, batches: Iterable[dict[str, torch.Tensor]], device: torch.device
+    model: CroBIM,
+    batches: Iterable[dict[str, torch.Tensor]],
+    device: torch.device,
+    expressions_per_pass: int | None = None,
 ) -> SelectionExamples:
     """The selector inputs of every expression whose referent is one of two or more candidates.
 
@@ -63,6 +66,7 @@ def gather_selection_examples(
         batches: Training batches (``image``, ``input_ids``, ``attention_mask``, ``mask``,
             ``present`` and, for batches grouped by image, ``image_index``).
         device: Where the model runs.
+        expressions_per_pass: Passed to the model's forward (a speed setting).
 
     Raises:
         ValueError: The model has no selector.
@@ -80,6 +84,7 @@ def gather_selection_examples(
             batch["input_ids"],
             batch["attention_mask"],
             image_index=batch.get("image_index"),
+            expressions_per_pass=expressions_per_pass,
         )
         if output.candidates is None or output.selection_inputs is None:
             raise ValueError("this model has no object selector (object_selection is off)")
@@ -185,7 +190,7 @@ def finish_selector(
         model: A trained CroBIM with ``object_selection``; left in eval mode.
         items: The run's training items (:func:`~rrsis_geo.training.trainer.training_items`).
         config: The run's config (``selector_finish``, ``batch_size``, ``data.group_by_image``,
-            ``optim``, ``seed``, ``num_workers``).
+            ``optim``, ``seed``, ``num_workers``, ``expressions_per_pass``).
         device: Where the model runs (default: where its parameters are).
 
     Returns:
@@ -202,7 +207,7 @@ def finish_selector(
         collate_fn=collate_groups if config.data.group_by_image else collate,
         num_workers=config.num_workers,
     )
-    examples = gather_selection_examples(model, loader, device)
+    examples = gather_selection_examples(model, loader, device, config.expressions_per_pass)
     gathered = time.perf_counter()
     facts: dict[str, Any] = {
         "images": len(chosen),

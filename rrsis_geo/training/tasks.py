@@ -117,6 +117,7 @@ class ReferringSegmentationTask:
             batch["input_ids"],
             batch["attention_mask"],
             image_index=batch.get("image_index"),
+            **pass_options(config),
         )
         unselected = getattr(output, "unselected_logits", None)
         mask_logits = unselected if unselected is not None else output.mask_logits
@@ -235,4 +236,13 @@ def task_for(config: TrainConfig) -> TrainingTask:
     entry, _ = found
     if entry.name not in TASKS:
         raise InputError(f"{entry.name} models cannot be trained yet")
+    if config.expressions_per_pass is not None and entry.name != "crobim":
+        raise InputError(f"expressions_per_pass is a setting of crobim models, not {entry.name}")
     return TASKS[entry.name]
+
+
+def pass_options(config: TrainConfig) -> dict[str, Any]:
+    """The recipe's speed settings for a model's forward (none unless the recipe sets them)."""
+    if config.expressions_per_pass is None:
+        return {}
+    return {"expressions_per_pass": config.expressions_per_pass}

@@ -217,6 +217,45 @@ def test_expressions_sharing_an_image_match_one_image_per_expression(tiny):
     torch.testing.assert_close(shared.presence_logits, repeated.presence_logits)
 
 
+@pytest.mark.parametrize("grouped", [True, False])
+def test_expressions_run_in_passes_give_the_outputs_and_gradients_of_one_pass(tiny_config, grouped):
+    # A speed setting only: every output, and the gradient of every weight, as in one pass.
+    config = dataclasses.replace(tiny_config, object_selection=True, selection_ranks=True)
+    model = CroBIM(config).eval()
+    from rrsis_geo.nn.encoders import load_tokenizer
+
+    texts = ["the tank", "the ship on the left", "the largest plane", "the road", "a car"]
+    ids, mask = tokens(load_tokenizer(config.text), texts, 12)
+    image_index = torch.tensor([1, 0, 1, 1, 0]) if grouped else None
+    images = torch.randn(2 if grouped else 5, 3, 64, 64)
+    results = {}
+    for per_pass in (None, 2):
+        model.zero_grad()
+        output = model(images, ids, mask, image_index=image_index, expressions_per_pass=per_pass)
+        (output.unselected_logits.mean() + output.presence_logits.mean()).backward()
+        gradients = {
+            name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None
+        }
+        results[per_pass] = (output, gradients)
+    (one, one_grads), (passes, pass_grads) = results[None], results[2]
+    assert one.mask_logits.shape == (5, 64, 64)
+    for field in ("mask_logits", "unselected_logits", "presence_logits", "candidate_scores"):
+        torch.testing.assert_close(
+            getattr(passes, field), getattr(one, field), atol=1e-5, rtol=1e-5
+        )
+    assert one_grads.keys() == pass_grads.keys() and len(one_grads) > 50
+    for name, gradient in one_grads.items():
+        torch.testing.assert_close(pass_grads[name], gradient, atol=1e-6, rtol=1e-4, msg=name)
+
+
+@pytest.mark.parametrize("per_pass", [0, -3])
+def test_expressions_per_pass_must_be_positive(tiny, per_pass):
+    model, tokenizer = tiny
+    ids, mask = tokens(tokenizer, ["the tank"], 8)
+    with pytest.raises(ValueError, match=f"expressions_per_pass must be positive, got {per_pass}"):
+        model(torch.randn(1, 3, 64, 64), ids, mask, expressions_per_pass=per_pass)
+
+
 def test_coordinate_maps_span_the_map_left_to_right_and_top_to_bottom():
     grid = coordinate_maps(torch.zeros(2, 7, 3, 4))
     assert grid.shape == (2, 2, 3, 4)

@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -362,3 +363,58 @@ def test_selector_finish_refits_only_the_selector_on_the_finished_mask(run_confi
     with torch.no_grad():
         chosen = model.selector.scores(inputs).argmax(dim=1)
     assert (chosen == examples.referents).float().mean() >= 0.9
+
+
+def test_a_run_in_passes_of_one_expression_follows_the_one_pass_run(
+    run_config, tiny_text_folder, tmp_path
+):
+    """``expressions_per_pass`` changes how a step runs, not what it computes: the same
+    losses to float rounding, and the finishing fit gathers the same examples. (The text
+    encoder's dropout is off here: its masks are drawn per pass, so with it the two runs
+    differ as two seeds would.)"""
+    add_second_expressions(Path(load_config(run_config).data.root))
+    text_folder = tmp_path / "tiny-bert-no-dropout"
+    shutil.copytree(tiny_text_folder, text_folder)
+    text_config = json.loads((text_folder / "config.json").read_text())
+    text_config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    (text_folder / "config.json").write_text(json.dumps(text_config))
+    runs = {}
+    for per_pass in ("null", "1"):
+        config = load_config(
+            run_config,
+            [
+                "max_steps=8",
+                "data.group_by_image=true",
+                "batch_size=2",
+                f"name=passes-{per_pass}",
+                f"expressions_per_pass={per_pass}",
+                f"model_overrides.text.name={text_folder}",
+                "model_overrides.object_selection=true",
+                "selector_finish.images=8",
+                "selector_finish.steps=5",
+            ],
+        )
+        runs[per_pass] = train(config)
+    one, passes = losses(runs["null"]), losses(runs["1"])
+    assert sorted(one) == sorted(passes) == list(range(1, 9))
+    for step, loss in one.items():
+        assert passes[step] == pytest.approx(loss, rel=1e-4, abs=1e-6)
+    facts = [json.loads((runs[key] / "selector_finish.json").read_text()) for key in runs]
+    assert facts[0]["images"] == facts[1]["images"] == 8
+    assert facts[0]["examples"] == facts[1]["examples"]
+    saved = yaml.safe_load((runs["1"] / "config.yaml").read_text())
+    assert saved["expressions_per_pass"] == 1
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["expressions_per_pass=0"], "expressions_per_pass must be a positive integer, got 0"),
+        (["expressions_per_pass=2", "model=lgce-tiny"], "a setting of crobim models, not lgce"),
+    ],
+)
+def test_expressions_per_pass_is_checked_before_a_run(run_config, overrides, message):
+    from rrsis_geo.errors import InputError
+
+    with pytest.raises(InputError, match=message):
+        train(load_config(run_config, overrides))
