@@ -4,9 +4,8 @@ Builds the config's model and reads its own training split as ``rrsis train`` do
 same items, same loss), then times a few steps on this CPU: forward and backward of the loss,
 and the forward of each top-level part of the model (forward hooks; parts called inside other
 parts' methods, such as the selector, count in no line). The first step, with its one-off
-costs, is left out; then, for a recipe with ``selector_finish``, the finishing fit's gathering
-(the model in eval mode, no gradients) on the same batches. Prints only: the figures go into
-the doc that quotes them, with this command.
+costs, is left out. Prints only: the figures go into the doc that quotes them, with this
+command.
 
     HF_HUB_OFFLINE=1 python benchmarks/train_step_parts.py models/configs/crobim-lite-synth.yaml
     HF_HUB_OFFLINE=1 python benchmarks/train_step_parts.py models/configs/crobim-lite-synth.yaml \
@@ -28,7 +27,6 @@ from torch.utils.data import DataLoader
 
 from rrsis_geo.training.config import load_config
 from rrsis_geo.training.dataset import collate, collate_groups
-from rrsis_geo.training.selection import gather_selection_examples
 from rrsis_geo.training.trainer import task_for, training_items
 
 
@@ -72,9 +70,7 @@ def main() -> None:
     parts = time_parts(model)
     forward = backward = 0.0
     expressions = 0
-    batches = []
     for step, batch in zip(range(args.steps + 1), loader, strict=False):
-        batches.append(batch)
         if step == 1:  # the first step's one-off costs are left out
             parts.clear()
         started = time.perf_counter()
@@ -94,15 +90,6 @@ def main() -> None:
     print(f"forward {forward / steps:.3f} s, backward {backward / steps:.3f} s per step")
     for name, seconds in sorted(parts.items(), key=lambda item: -item[1]):
         print(f"  forward of {name}: {seconds / steps:.3f} s")
-    if getattr(model, "selector", None) is not None and config.selector_finish.images:
-        print(f"finishing fit's gathering: {gathering(model, batches[1:], config):.3f} s per batch")
-
-
-def gathering(model: Any, batches: list[dict[str, torch.Tensor]], config: Any) -> float:
-    """Seconds per batch of the finishing fit's gathering (eval, no gradients) on ``batches``."""
-    started = time.perf_counter()
-    gather_selection_examples(model, batches, torch.device("cpu"), config.expressions_per_pass)
-    return (time.perf_counter() - started) / len(batches)
 
 
 if __name__ == "__main__":

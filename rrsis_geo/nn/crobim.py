@@ -239,7 +239,7 @@ class CroBIM(nn.Module):
                 encoder) on at most this many expressions at a time; None: all at once. A
                 speed setting, the outputs equal up to float rounding: on a CPU, a training
                 step whose ~11 expressions run 4 at a time keeps its maps in cache and takes
-                ~30% less time (docs/model.md).
+                ~20% less time (docs/training.md).
 
         Raises:
             ValueError: Neither ``text`` nor ids and mask given, or ``expressions_per_pass``
