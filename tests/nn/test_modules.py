@@ -220,10 +220,10 @@ def test_expressions_sharing_an_image_match_one_image_per_expression(tiny):
 @pytest.mark.parametrize("grouped", [True, False])
 def test_expressions_run_in_passes_give_the_outputs_and_gradients_of_one_pass(tiny_config, grouped):
     # A speed setting only: every output, and the gradient of every weight, as in one pass.
-    config = dataclasses.replace(tiny_config, object_selection=True, selection_ranks=True)
-    model = CroBIM(config).eval()
     from rrsis_geo.nn.encoders import load_tokenizer
 
+    config = dataclasses.replace(tiny_config, object_selection=True, selection_ranks=True)
+    model = CroBIM(config).eval()
     texts = ["the tank", "the ship on the left", "the largest plane", "the road", "a car"]
     ids, mask = tokens(load_tokenizer(config.text), texts, 12)
     image_index = torch.tensor([1, 0, 1, 1, 0]) if grouped else None

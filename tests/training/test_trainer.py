@@ -372,7 +372,9 @@ def test_a_run_in_passes_of_one_expression_follows_the_one_pass_run(
     losses to float rounding, and the finishing fit gathers the same examples. (The text
     encoder's dropout is off here: its masks are drawn per pass, so with it the two runs
     differ as two seeds would.)"""
-    add_second_expressions(Path(load_config(run_config).data.root))
+    root = Path(load_config(run_config).data.root)
+    add_distractors(root)  # two squares: a choice for the finishing fit to gather
+    add_second_expressions(root)
     text_folder = tmp_path / "tiny-bert-no-dropout"
     shutil.copytree(tiny_text_folder, text_folder)
     text_config = json.loads((text_folder / "config.json").read_text())
@@ -401,7 +403,8 @@ def test_a_run_in_passes_of_one_expression_follows_the_one_pass_run(
         assert passes[step] == pytest.approx(loss, rel=1e-4, abs=1e-6)
     facts = [json.loads((runs[key] / "selector_finish.json").read_text()) for key in runs]
     assert facts[0]["images"] == facts[1]["images"] == 8
-    assert facts[0]["examples"] == facts[1]["examples"]
+    assert facts[0]["examples"] == facts[1]["examples"] > 0
+    assert facts[1]["final_loss"] == pytest.approx(facts[0]["final_loss"], rel=1e-4)
     saved = yaml.safe_load((runs["1"] / "config.yaml").read_text())
     assert saved["expressions_per_pass"] == 1
 
